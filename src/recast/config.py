@@ -1,0 +1,251 @@
+"""params.yaml as typed sections, one per DVC stage, with `--set section.key=value` overrides.
+
+Each section is a plain dataclass with a docstring per field (the cleanrl style). Unknown
+sections or keys are errors that name the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recast.errors import ConfigError
+
+TRAINING_SOURCES = ("hh_rlhf", "oasst1", "alpaca_gpt4", "chatbot_arena")
+EVAL_SETS = ("bpo_test", "dolly_eval", "vicuna_eval", "self_instruct_eval")
+
+
+@dataclass
+class IngestParams:
+    """Stage `ingest`: where raw data comes from."""
+
+    source: str = "local"
+    """'local' reads raw dumps under `root`; 'hub' downloads the official releases."""
+    root: str = "src/recast/data/samples"
+    """Folder of raw dumps in the layout of the bundled samples (default: those samples)."""
+    sources: list[str] = field(default_factory=lambda: ["hh_rlhf", "oasst1", "alpaca_gpt4"])
+    """Training sources to ingest (any of hh_rlhf, oasst1, alpaca_gpt4, chatbot_arena)."""
+    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    """Evaluation sets to ingest."""
+    max_records: int | None = None
+    """Cap on raw records read per file (None: all), for quick runs on full dumps."""
+    out_dir: str = "data/ingest"
+    """Where the per-source raw tables are written."""
+
+
+@dataclass
+class PairsParams:
+    """Stage `pairs`: raw records -> preference pairs and eval prompts, cleaned."""
+
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    """Keep only records in these languages (ISO 639-1)."""
+    tokenizer: str = "smollm2-135m-instruct"
+    """Model spec whose tokenizer measures lengths (the refiner's, by default)."""
+    min_prompt_tokens: int = 2
+    """Drop prompts shorter than this."""
+    max_prompt_tokens: int = 512
+    """Drop prompts longer than this (x must fit the refiner's template)."""
+    max_response_tokens: int = 1024
+    """Drop pairs whose chosen or rejected answer is longer than this."""
+    max_context_turns: int = 8
+    """Keep at most this many prior turns of context (the most recent ones)."""
+    on_malformed: str = "error"
+    """'error' stops at the first malformed raw record; 'drop' skips and counts it."""
+    out_dir: str = "data/pairs"
+    """Where pairs.parquet and eval.parquet are written."""
+
+
+@dataclass
+class ValidateParams:
+    """Stage `validate`: Great Expectations suites over the pairs and eval prompts."""
+
+    max_prompt_chars: int = 20000
+    """Upper bound on prompt length in characters."""
+    max_response_chars: int = 40000
+    """Upper bound on chosen / rejected length in characters."""
+    report_dir: str = "reports/validation"
+    """Where the JSON results and GE's HTML data docs go."""
+
+
+@dataclass
+class SplitParams:
+    """Stage `split`: D (refiner training), D_es (CMA-ES subset) and a held-out dev split."""
+
+    seed: int = 0
+    """Seed of the deterministic shuffle."""
+    es_size: int = 256
+    """|D_es|, the CMA-ES fitness subset (drawn from D)."""
+    dev_fraction: float = 0.1
+    """Share of pairs held out as the dev split (never seen by search or training)."""
+    out_dir: str = "data/splits"
+    """Where train / es / dev parquet files are written."""
+
+
+@dataclass
+class GeneratorParams:
+    """The frozen black-box generator f."""
+
+    backend: str = "local"
+    """'local' (transformers), 'http' (OpenAI-compatible server) or 'vllm' (in-process)."""
+    model: str = "smollm2-135m-instruct"
+    """Packaged alias, hub id, local HF folder or GGUF file (local / vllm backends); the served
+    model name (http backend)."""
+    dtype: str = "auto"
+    """'auto' (bf16 on GPUs and on CPUs with avx512_bf16 for models over 300M params, else
+    fp32), or 'float32' / 'bfloat16' / 'float16'."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu' or 'cuda'."""
+    batch_size: int = 8
+    """Sequences per forward pass (local / vllm)."""
+    max_length: int = 2048
+    """Prompt + target token budget; longer inputs are an error, not a silent truncation."""
+    endpoints: list[str] = field(default_factory=list)
+    """http: base URLs (…/v1) to spread requests over, round-robin."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """http: environment variable holding the bearer token (may be unset for local servers)."""
+    timeout_s: float = 60.0
+    """http: per-request timeout."""
+    max_retries: int = 4
+    """http: retries on 5xx, timeouts and malformed JSON, with exponential backoff."""
+    backoff_s: float = 0.5
+    """http: first backoff delay; doubles each retry."""
+    concurrency: int = 8
+    """http: requests in flight at once, over all endpoints."""
+    score_mode: str = "echo"
+    """http: 'echo' (completions with echo + logprobs) or 'prompt_logprobs' (vLLM's extension)."""
+    chat_template: str | None = None
+    """http: model spec whose tokenizer renders the chat template for `score` (the server's
+    completions endpoint takes raw text); None sends the user text as-is."""
+
+
+@dataclass
+class SamplingParams:
+    """Decoding defaults for `recast generate` and everything that samples from f."""
+
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens."""
+    temperature: float = 0.0
+    """0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus mass."""
+    top_k: int = 0
+    """Top-k (0: off)."""
+    seed: int | None = 0
+    """Sampling seed."""
+
+
+@dataclass
+class Params:
+    """All of params.yaml."""
+
+    ingest: IngestParams = field(default_factory=IngestParams)
+    pairs: PairsParams = field(default_factory=PairsParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    generator: GeneratorParams = field(default_factory=GeneratorParams)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Check a YAML value against a field's annotation; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} is not a valid {_name(hint)}")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+    return value
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _section(cls: type, raw: Any, name: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params section '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"unknown params key '{name}.{key}' (known keys of '{name}': {sorted(known)})"
+            )
+    values = {k: _check_type(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'section.key=value' -> (['section', 'key'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw_value = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set key must be section.key, got {key!r}")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw_value!r}: {e}") from e
+    return path, value
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Read params.yaml (missing file: all defaults), apply --set overrides, check every key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if p.exists():
+            try:
+                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p}: not valid YAML: {e}") from e
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{p}: top level must be a mapping of sections")
+        elif str(path) != "params.yaml":
+            raise ConfigError(f"params file not found: {p}")
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        raw.setdefault(section, {})
+        if raw[section] is None:
+            raw[section] = {}
+        raw[section][key] = value
+    fields = {f.name: f for f in dataclasses.fields(Params)}
+    for name in raw:
+        if name not in fields:
+            raise ConfigError(f"unknown params section '{name}' (known: {sorted(fields)})")
+    hints = typing.get_type_hints(Params)
+    return Params(**{name: _section(hints[name], raw.get(name), name) for name in fields})
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    return dataclasses.asdict(section)

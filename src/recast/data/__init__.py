@@ -1,0 +1,1 @@
+"""Data: raw sources -> preference pairs and eval prompts -> validation -> splits."""

@@ -1,0 +1,135 @@
+"""The generator as a local transformers model (CPU or GPU), batched with padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from recast.config import GeneratorParams
+from recast.errors import GeneratorError
+from recast.generator.base import Sampling
+from recast.models.load import load_causal_lm
+
+
+def chat_ids(tokenizer: Any, user_text: str) -> list[int]:
+    """Token ids of one user turn in the model's chat template, ready for the answer."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _batches(order: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+class LocalGenerator:
+    """A frozen causal LM behind `generate` / `score`; nothing outside reaches its weights."""
+
+    def __init__(self, params: GeneratorParams, model: Any = None, tokenizer: Any = None) -> None:
+        self.params = params
+        if model is None:
+            model, tokenizer = load_causal_lm(params.model, params.dtype, params.device)
+        self.model, self.tokenizer = model, tokenizer
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = next(self.model.parameters()).device
+
+    def _encode(self, prompts: list[str]) -> list[list[int]]:
+        ids = [chat_ids(self.tokenizer, p) for p in prompts]
+        for i, seq in enumerate(ids):
+            if len(seq) >= self.params.max_length:
+                raise GeneratorError(
+                    f"prompt {i} is {len(seq)} tokens, over generator.max_length="
+                    f"{self.params.max_length}: shorten it or raise the limit"
+                )
+        return ids
+
+    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, span] = torch.tensor(seq)
+            mask[row, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _by_length(self, seqs: list[list[int]], run: Callable[[list[int]], list[Any]]) -> list[Any]:
+        """Batch sequences of similar length together (less padding), keep caller's order."""
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        out: list[Any] = [None] * len(seqs)
+        for batch in _batches(order, self.params.batch_size):
+            for i, value in zip(batch, run(batch), strict=True):
+                out[i] = value
+        return out
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        seqs = self._encode(prompts)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        greedy = sampling.temperature <= 0
+
+        def run(batch: list[int]) -> list[str]:
+            ids, mask = self._pad([seqs[i] for i in batch], left=True)
+            kwargs: dict[str, Any] = {"do_sample": not greedy}
+            if not greedy:
+                kwargs.update(
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k or None,
+                )
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                **kwargs,
+            )
+            return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+        return [text.strip() for text in self._by_length(seqs, run)]
+
+    @torch.inference_mode()
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]:
+        if len(prompts) != len(targets):
+            raise GeneratorError(f"score: {len(prompts)} prompts but {len(targets)} targets")
+        heads = self._encode(prompts)
+        tails = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
+        seqs = []
+        for i, (head, tail) in enumerate(zip(heads, tails, strict=True)):
+            if not tail:
+                raise GeneratorError(f"score: target {i} is empty")
+            if len(head) + len(tail) > self.params.max_length:
+                raise GeneratorError(
+                    f"score: sample {i} is {len(head) + len(tail)} tokens (prompt {len(head)} + "
+                    f"target {len(tail)}), over generator.max_length={self.params.max_length}"
+                )
+            seqs.append(head + tail)
+
+        def run(batch: list[int]) -> list[float]:
+            ids, mask = self._pad([seqs[i] for i in batch], left=False)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            values = []
+            for row, i in enumerate(batch):
+                start, end = len(heads[i]), len(seqs[i])
+                # logits at t predict token t+1: the target's tokens are read one step earlier
+                picked = logp[row, start - 1 : end - 1].gather(-1, ids[row, start:end, None])
+                values.append(-picked.mean().item())
+            return values
+
+        scores = self._by_length(seqs, run)
+        bad = [i for i, s in enumerate(scores) if s != s or s in (float("inf"), float("-inf"))]
+        if bad:
+            raise GeneratorError(f"score: non-finite cross-entropy for samples {bad[:10]}")
+        return scores
+
+    def close(self) -> None:
+        self.model = None

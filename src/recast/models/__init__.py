@@ -1,0 +1,1 @@
+"""Model specs (packaged alias, hub id, local folder, GGUF file), fetching and loading."""
