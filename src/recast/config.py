@@ -101,8 +101,11 @@ class GeneratorParams:
     fp32), or 'float32' / 'bfloat16' / 'float16'."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'."""
-    batch_size: int = 8
-    """Sequences per forward pass (local / vllm)."""
+    batch_size: int = 16
+    """Most sequences per forward pass (local)."""
+    max_batch_tokens: int | None = None
+    """Most padded tokens per forward pass (local); None: 1024 on CPU (compute-bound: padding
+    is pure waste, see benchmarks/generator_score.py), 16384 on GPU."""
     max_length: int = 2048
     """Prompt + target token budget; longer inputs are an error, not a silent truncation."""
     endpoints: list[str] = field(default_factory=list)

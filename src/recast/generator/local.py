@@ -21,9 +21,20 @@ def chat_ids(tokenizer: Any, user_text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _batches(order: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
+def _batches(
+    order: list[int], lengths: list[int], size: int, max_tokens: int
+) -> Iterator[list[int]]:
+    """Consecutive slices of `order` (sorted by length) of at most `size` sequences and at most
+    `max_tokens` padded tokens: on a CPU, padding is pure waste, since compute, not launch
+    overhead, bounds a forward pass."""
+    batch: list[int] = []
+    for index, length in zip(order, lengths, strict=True):
+        if batch and (len(batch) == size or (len(batch) + 1) * length > max_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
 
 
 class LocalGenerator:
@@ -63,7 +74,8 @@ class LocalGenerator:
         """Batch sequences of similar length together (less padding), keep caller's order."""
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         out: list[Any] = [None] * len(seqs)
-        for batch in _batches(order, self.params.batch_size):
+        budget = self.params.max_batch_tokens or (16384 if self.device.type == "cuda" else 1024)
+        for batch in _batches(order, [len(seqs[i]) for i in order], self.params.batch_size, budget):
             for i, value in zip(batch, run(batch), strict=True):
                 out[i] = value
         return out
@@ -115,15 +127,23 @@ class LocalGenerator:
 
         def run(batch: list[int]) -> list[float]:
             ids, mask = self._pad([seqs[i] for i in batch], left=False)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            values = []
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            # Project only the positions that predict a target token: the vocabulary matmul
+            # and its softmax are skipped for prompt and padding positions.
+            rows, cols, owner = [], [], []
             for row, i in enumerate(batch):
-                start, end = len(heads[i]), len(seqs[i])
-                # logits at t predict token t+1: the target's tokens are read one step earlier
-                picked = logp[row, start - 1 : end - 1].gather(-1, ids[row, start:end, None])
-                values.append(-picked.mean().item())
-            return values
+                span = range(len(heads[i]) - 1, len(seqs[i]) - 1)  # t predicts t+1
+                rows += [row] * len(span)
+                cols += list(span)
+                owner += [row] * len(span)
+            r, c = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
+            logits = self.model.get_output_embeddings()(hidden[r, c]).float()
+            nll = torch.nn.functional.cross_entropy(logits, ids[r, c + 1], reduction="none")
+            sums = torch.zeros(len(batch), device=self.device).index_add_(
+                0, torch.tensor(owner, device=self.device), nll
+            )
+            counts = torch.tensor([len(tails[i]) for i in batch], device=self.device)
+            return (sums / counts).tolist()
 
         scores = self._by_length(seqs, run)
         bad = [i for i, s in enumerate(scores) if s != s or s in (float("inf"), float("-inf"))]

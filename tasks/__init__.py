@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around recast library functions (no logic of their own)."""
