@@ -144,6 +144,70 @@ class SamplingParams:
 
 
 @dataclass
+class RefinerParams:
+    """p_im and its fine-tuning (Eq. 5, 12; Table 5, 'Refiner' column)."""
+
+    model: str = "smollm2-135m-instruct"
+    """The refiner LM: packaged alias, hub id, local folder or GGUF file."""
+    dtype: str = "float32"
+    """Training precision ('float32' on CPU; 'bfloat16' on GPUs)."""
+    device: str = "auto"
+    """'auto', 'cpu' or 'cuda'."""
+    rounds: int = 2
+    """S, the outer rounds of Algorithm 1 (search -> pseudo-labels -> fine-tune)."""
+    epochs: int = 3
+    """Fine-tuning epochs per round (Table 5: 3)."""
+    lr: float = 1e-5
+    """AdamW learning rate (Table 5: 1e-5)."""
+    batch_size: int = 8
+    """Fine-tuning batch size (Table 5: 8)."""
+    omega: float = 0.02
+    """ω, the weight of KL(p_im ‖ q_im) in Eq. 12 (Table 5: 0.02); 0 is Figure 3's ablation."""
+    max_refined_tokens: int = 64
+    """Length of x' and of the pseudo-labels x* (Table 5: n_g = 64)."""
+    truth_max_tokens: int = 128
+    """Each answer in q_im's truth template is cut to this many tokens."""
+    max_prompt_tokens: int = 1024
+    """A refiner prompt longer than this is an error (it would not fit the template)."""
+    train_size: int | None = None
+    """Use the first N pairs of D for pseudo-labels and fine-tuning (None: all of D)."""
+    lora: bool = False
+    """Fine-tune LoRA adapters (peft) instead of every weight, for larger refiners."""
+    lora_r: int = 8
+    """LoRA rank."""
+    seed: int = 0
+    """Seed of the batch order."""
+    out_dir: str = "runs/train"
+    """Per-round outputs: ξ*, fitness curves, pseudo-labels, checkpoints."""
+
+
+@dataclass
+class CmaesParams:
+    """The CMA-ES search for ξ* (Eq. 9-11, 13-14; Table 5, 'CMA-ES' column)."""
+
+    enabled: bool = True
+    """False is Table 3's ablation: no search, pseudo-labels from the unbiased refiner."""
+    d_z: int = 16
+    """d_z, the evolution dimension per token; ξ ∈ R^{2·d_z} (Table 5: 16)."""
+    iterations: int = 30
+    """CMA-ES iterations (Table 5: 30)."""
+    popsize: str = "paper"
+    """λ: 'paper' (4 + ln 2d_z, §4), 'pycma' (4 + 3 ln 2d_z), or an integer as text."""
+    delta_sigma: float = 0.001
+    """δ(σ(g)) of Eq. 14, which sets the initial step size (the paper: 0.001)."""
+    alpha: float = 1.0
+    """α of Eq. 13 as a fraction of the special token's embedding norm (see bias.alphas)."""
+    max_target_tokens: int = 128
+    """y is scored on at most this many tokens (Table 5: n_g = 128)."""
+    batch_rows: int = 64
+    """Most (candidate, sample) rows decoded together."""
+    seed: int = 0
+    """Seed of the projections A_i and of CMA-ES."""
+    out_dir: str = "runs/search"
+    """Round 1's search: checkpoint, ξ*, fitness curve (later rounds live under refiner.out_dir)."""
+
+
+@dataclass
 class Params:
     """All of params.yaml."""
 
@@ -153,6 +217,8 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     generator: GeneratorParams = field(default_factory=GeneratorParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    refiner: RefinerParams = field(default_factory=RefinerParams)
+    cmaes: CmaesParams = field(default_factory=CmaesParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

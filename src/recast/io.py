@@ -60,6 +60,13 @@ def read_parquet(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def write_npy(path: str | Path, array: Any) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: np.save adds no suffix
+        np.save(f, np.asarray(array))
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def load_causal_lm(spec: str, dtype: str = "auto", device: str = "auto") -> tupl
         )
     except (OSError, ValueError) as e:
         raise _hub_hint(resolved, e) from e
-    tokenizer = load_tokenizer(spec)
+    tokenizer = copy.deepcopy(load_tokenizer(spec))  # callers may add tokens: never share one
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)

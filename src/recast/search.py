@@ -1,0 +1,315 @@
+"""CMA-ES over ξ with the black-box generator's cross-entropy as fitness (Eq. 10-11).
+
+The ask/tell loop, stated plainly:
+
+    ξ_j ~ m + σ N(0, C), j = 1..λ                         (Eq. 10)
+    F(ξ_j) = 1/|D_es| Σ_{(x,y)∈D_es} CE(f(p_im(x; ξ_j)), y)   (Alg. 1, lines 13-17)
+    m, σ, C <- tell(ξ, F)
+    ξ* = argmin F                                          (Eq. 11)
+
+The state (pycma's object and numpy's global RNG, which pycma samples from) is checkpointed
+after every iteration, so `resume` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recast import io
+from recast.config import CmaesParams
+from recast.errors import RecastError
+from recast.generator.base import Generator
+from recast.records import PreferencePair
+from recast.refiner import bias
+from recast.refiner.model import Prefix, Refiner, cross_entropy
+from recast.refiner.prompts import p_x
+
+STATE = "state.pkl"
+
+
+class SearchError(RecastError):
+    """The search cannot run or resume (empty D_es, NaN fitness, foreign checkpoint)."""
+
+
+@dataclass
+class Space:
+    """Everything Init() of Algorithm 1 fixes for one search: e^b, ∇e^b, A, α, σ_0."""
+
+    e_base: torch.Tensor
+    grads: torch.Tensor
+    a: torch.Tensor
+    alpha: torch.Tensor
+    sigma0: float
+    popsize: int
+
+    def embeddings(self, xi: np.ndarray) -> torch.Tensor:
+        return bias.embeddings(xi, self.e_base, self.a, self.grads, self.alpha)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for t in (self.e_base, self.grads, self.a, self.alpha):
+            h.update(t.detach().cpu().numpy().tobytes())
+        h.update(repr((self.sigma0, self.popsize)).encode())
+        return h.hexdigest()[:16]
+
+
+def truncate(refiner: Refiner, text: str, max_tokens: int) -> str:
+    """y cut to `max_tokens` refiner tokens (the generator's tokenizer is not ours to see)."""
+    ids = refiner.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else refiner.tokenizer.decode(ids[:max_tokens])
+
+
+def gradient(refiner: Refiner, pairs: list[PreferencePair], params: CmaesParams) -> torch.Tensor:
+    """∇e_i^b of Eq. 13: d CE(p_im(x), y) / d e_i^b over D_es, every other weight frozen.
+
+    y (the chosen answer) is teacher-forced after [Z_s] z [Z_e]; returns (2, d)."""
+    e_base = refiner.base_embeddings().detach()
+    delta = torch.zeros_like(e_base, requires_grad=True)
+    chunk = max(1, params.batch_rows // 4)
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start : start + chunk]
+        targets = [refiner.target_ids(p.chosen, params.max_target_tokens) for p in part]
+        logits, valid = refiner.target_logits(
+            [p_x(p.prompt) for p in part], targets, e_base + delta
+        )
+        loss = cross_entropy(logits, targets, valid) * len(part) / len(pairs)
+        loss.backward()  # only `delta` requires grad: the model's weights stay frozen
+    grads = delta.grad.detach()
+    if not torch.isfinite(grads).all() or (grads.norm(dim=-1) == 0).any():
+        raise SearchError("∇e^b is zero or not finite: the refiner cannot be searched")
+    return grads
+
+
+def make_space(refiner: Refiner, pairs: list[PreferencePair], params: CmaesParams) -> Space:
+    """Init() of Algorithm 1 for one search."""
+    with torch.enable_grad():
+        for p in refiner.model.parameters():
+            p.requires_grad_(False)
+        grads = gradient(refiner, pairs, params)
+    e_base = refiner.base_embeddings().detach().float()
+    grads = grads.float()
+    a = bias.projections(grads, params.d_z, params.seed)
+    rule = params.popsize
+    popsize = int(rule) if rule.isdigit() else bias.popsize(params.d_z, rule)
+    return Space(
+        e_base=e_base,
+        grads=grads,
+        a=a,
+        alpha=bias.alphas(e_base, grads, params.alpha),
+        sigma0=bias.initial_sigma(a, grads, params.delta_sigma),
+        popsize=popsize,
+    )
+
+
+class Fitness:
+    """F(ξ) for a population at once: refiner decoding batched across candidates and samples
+    over a shared prefix cache, generator scoring batched, and repeated (x', y) never rescored."""
+
+    def __init__(
+        self,
+        refiner: Refiner,
+        generator: Generator,
+        pairs: list[PreferencePair],
+        space: Space,
+        params: CmaesParams,
+        max_refined_tokens: int,
+    ) -> None:
+        if not pairs:
+            raise SearchError("D_es is empty: nothing to compute the fitness on")
+        self.refiner, self.generator, self.space = refiner, generator, space
+        self.max_refined_tokens = max_refined_tokens
+        self.targets = [truncate(refiner, p.chosen, params.max_target_tokens) for p in pairs]
+        self.samples_per_chunk = max(1, params.batch_rows // space.popsize)
+        with torch.inference_mode():  # the ξ-independent prefixes, once per search
+            self.prefixes: list[Prefix] = [
+                refiner.encode_prefix(
+                    [p_x(p.prompt) for p in pairs[s : s + self.samples_per_chunk]]
+                )
+                for s in range(0, len(pairs), self.samples_per_chunk)
+            ]
+        self.cache: dict[tuple[str, int], float] = {}
+        self.evaluations = 0
+
+    def refine(self, xis: list[np.ndarray]) -> list[list[str]]:
+        """x' = p_im(x; ξ) for every candidate (outer list) and sample (inner list)."""
+        e = self.space.embeddings(np.stack(xis))  # (C, 2, d)
+        out: list[list[str]] = [[] for _ in xis]
+        for prefix in self.prefixes:
+            n = prefix.mask.shape[0]
+            # rows are sample-major (s0c0 s0c1 … s1c0 …): repeat_interleave of the prefix
+            texts = self.refiner.decode(
+                prefix.repeat(len(xis)), e.repeat(n, 1, 1), self.max_refined_tokens
+            )
+            for row, text in enumerate(texts):
+                out[row % len(xis)].append(text)
+        return out
+
+    def __call__(self, xis: list[np.ndarray]) -> list[float]:
+        refined = self.refine(xis)
+        todo = sorted({(x, i) for cand in refined for i, x in enumerate(cand)} - set(self.cache))
+        if todo:
+            scores = self.generator.score([x for x, _ in todo], [self.targets[i] for _, i in todo])
+            self.cache.update(zip(todo, scores, strict=True))
+        self.evaluations += len(xis) * len(self.targets)
+        values = [float(np.mean([self.cache[(x, i)] for i, x in enumerate(c)])) for c in refined]
+        if not all(np.isfinite(values)):
+            raise SearchError(f"non-finite fitness {values}: the generator returned a bad score")
+        return values
+
+
+@dataclass
+class SearchResult:
+    """What one search leaves behind (also written as JSON beside the checkpoint)."""
+
+    xi_star: list[float]
+    best_fitness: float
+    fitness_at_zero: float
+    iterations: int
+    stop: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    evaluations: int = 0
+    seconds: float = 0.0
+
+
+def run_search(
+    refiner: Refiner,
+    generator: Generator,
+    es_pairs: list[PreferencePair],
+    params: CmaesParams,
+    out_dir: str | Path,
+    max_refined_tokens: int,
+    resume: bool = True,
+    on_iteration: Callable[[dict[str, float]], None] = lambda _: None,
+) -> tuple[SearchResult, Space]:
+    """CMA-ES for ξ*, checkpointed after each iteration in `out_dir`; returns (result, space)."""
+    import cma
+
+    if not es_pairs:
+        raise SearchError("D_es is empty: nothing to compute the fitness on")
+    out = Path(out_dir)
+    space = make_space(refiner, es_pairs, params)
+    config = _config_hash(space, params, es_pairs, generator, max_refined_tokens)
+    fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens)
+    state = _load_state(out / STATE, config) if resume else None
+    if state is None:
+        np.random.seed(params.seed)
+        es = cma.CMAEvolutionStrategy(
+            np.zeros(2 * params.d_z),
+            space.sigma0,
+            {
+                "popsize": space.popsize,
+                "seed": params.seed,
+                "maxiter": params.iterations,
+                "verbose": -9,
+            },
+        )
+        state = {
+            "config": config,
+            "es": es,
+            "history": [],
+            "seconds": 0.0,
+            "evaluations": 0,
+            "fitness_at_zero": fitness([np.zeros(2 * params.d_z)])[0],
+        }
+        _save_state(out / STATE, state, fitness.cache)
+    else:
+        es = state["es"]
+        np.random.set_state(state["rng"])
+        # The scored (x', y) pairs travel with the checkpoint: the resumed run then scores the
+        # same batches as an uninterrupted one, so even float rounding matches.
+        fitness.cache = state["cache"]
+    start = time.perf_counter() - state["seconds"]
+    while not es.stop():
+        t0 = time.perf_counter()
+        xis = es.ask()
+        values = fitness(xis)
+        es.tell(xis, values)
+        row = {
+            "iteration": es.countiter,
+            "best": float(min(values)),
+            "mean": float(np.mean(values)),
+            "sigma": float(es.sigma),
+            "best_so_far": float(es.result.fbest),
+            "samples_per_s": len(xis) * len(es_pairs) / (time.perf_counter() - t0),
+        }
+        state["history"].append(row)
+        state["seconds"] = time.perf_counter() - start
+        state["evaluations"] += len(xis) * len(es_pairs)
+        _save_state(out / STATE, state, fitness.cache)
+        on_iteration(row)
+    result = SearchResult(
+        xi_star=[float(v) for v in es.result.xbest],
+        best_fitness=float(es.result.fbest),
+        fitness_at_zero=state["fitness_at_zero"],
+        iterations=es.countiter,
+        stop={k: _plain(v) for k, v in es.stop().items()},
+        history=state["history"],
+        evaluations=state["evaluations"],
+        seconds=state["seconds"],
+    )
+    io.write_json(out / "result.json", asdict(result))
+    return result, space
+
+
+def _plain(v: Any) -> Any:
+    """pycma's stop values as JSON-friendly scalars."""
+    if hasattr(v, "item"):
+        return v.item()
+    return v if isinstance(v, int | float | str) else str(v)
+
+
+def _config_hash(
+    space: Space,
+    params: CmaesParams,
+    pairs: list[PreferencePair],
+    generator: Generator,
+    max_refined_tokens: int,
+) -> str:
+    """What a checkpoint must match to be resumed: the refiner (through e^b, ∇e^b), D_es, the
+    CMA-ES settings and the generator."""
+    gen = getattr(generator, "params", None)
+    blob = json.dumps(
+        {
+            "space": space.fingerprint(),
+            "params": asdict(params),
+            "pairs": [p.id for p in pairs],
+            "max_refined": max_refined_tokens,
+            "generator": asdict(gen) if gen is not None else type(generator).__name__,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save_state(path: Path, state: dict[str, Any], cache: dict[tuple[str, int], float]) -> None:
+    state = {**state, "rng": np.random.get_state(), "cache": cache}
+    with io.atomic_path(path) as tmp:
+        tmp.write_bytes(pickle.dumps(state))
+
+
+def _load_state(path: Path, config: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception as e:  # a truncated or foreign file: say so, never start over silently
+        raise SearchError(
+            f"{path}: unreadable CMA-ES checkpoint ({e}); delete it to restart"
+        ) from e
+    if state.get("config") != config:
+        raise SearchError(
+            f"{path} was written by a different configuration (refiner, D_es, cmaes params or "
+            "generator changed): delete it or its folder to start a new search"
+        )
+    return state

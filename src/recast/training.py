@@ -1,0 +1,268 @@
+"""Algorithm 1: S rounds of CMA-ES search -> pseudo-labels x* -> fine-tuning with Eq. 12.
+
+    x* = p_im(x; ξ*)                                   (Eq. 11), for every x in D
+    l_rm = CE(p_im(x), x*) + ω · KL(p_im ‖ q_im)        (Eq. 12), on the x* tokens
+
+q_im reads P_xy(x, y) (Table 1 with §4's truth template) and is a frozen copy of p_im taken at
+the start of the round (the paper's target network).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from recast import io
+from recast.config import Params
+from recast.generator.base import Generator
+from recast.records import PreferencePair
+from recast.refiner.model import Refiner, cross_entropy
+from recast.refiner.prompts import p_x, p_xy
+from recast.search import Fitness, SearchResult, Space, run_search, truncate
+
+PSEUDO_SCHEMA = pa.schema([("id", pa.string()), ("x", pa.string()), ("x_star", pa.string())])
+
+
+def pseudo_labels(
+    refiner: Refiner,
+    pairs: list[PreferencePair],
+    e: torch.Tensor,
+    max_tokens: int,
+    batch: int = 32,
+    progress: Callable[[int], None] = lambda _: None,
+) -> list[str]:
+    """x* = p_im(x; ξ*) for every x (Eq. 11), greedy, batched."""
+    out: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch):
+            part = pairs[start : start + batch]
+            prefix = refiner.encode_prefix([p_x(p.prompt) for p in part])
+            out += refiner.decode(prefix, e, max_tokens)
+            progress(len(part))
+    return out
+
+
+def kl_p_q(p_logits: torch.Tensor, q_logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """KL(p_im ‖ q_im) = Σ_v p log(p / q) per x' position, averaged over valid positions."""
+    log_p = F.log_softmax(p_logits, -1)
+    log_q = F.log_softmax(q_logits, -1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return (per_token * valid).sum() / valid.sum()
+
+
+@dataclass
+class StepStats:
+    step: int
+    epoch: int
+    loss: float
+    ce: float
+    kl: float
+
+
+def finetune(
+    refiner: Refiner,
+    target: Refiner,
+    pairs: list[PreferencePair],
+    x_star: list[str],
+    params: Params,
+    on_step: Callable[[StepStats], None] = lambda _: None,
+) -> list[StepStats]:
+    """Minimize Eq. 12 with AdamW over D (Table 5: lr 1e-5, batch 8, 3 epochs, ω = 0.02)."""
+    rp = params.refiner
+    model = refiner.model
+    if rp.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model, LoraConfig(r=rp.lora_r, lora_alpha=2 * rp.lora_r, target_modules="all-linear")
+        )
+        refiner.model = model
+    if not rp.lora:  # peft already froze the base weights and left the adapters trainable
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=rp.lr)
+    targets = [refiner.target_ids(x, rp.max_refined_tokens) for x in x_star]
+    q_prompts = [
+        p_xy(
+            p.prompt,
+            truncate(refiner, p.chosen, rp.truth_max_tokens),
+            truncate(refiner, p.rejected, rp.truth_max_tokens),
+        )
+        for p in pairs
+    ]
+    order = list(range(len(pairs)))
+    rng = random.Random(rp.seed)
+    stats: list[StepStats] = []
+    for epoch in range(rp.epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), rp.batch_size):
+            idx = order[start : start + rp.batch_size]
+            tgt = [targets[i] for i in idx]
+            logits, valid = refiner.target_logits(
+                [p_x(pairs[i].prompt) for i in idx], tgt, refiner.base_embeddings()
+            )
+            ce = cross_entropy(logits, tgt, valid)
+            kl = torch.zeros(())
+            if rp.omega > 0:
+                with torch.no_grad():
+                    q_logits, _ = target.target_logits(
+                        [q_prompts[i] for i in idx], tgt, target.base_embeddings()
+                    )
+                kl = kl_p_q(logits, q_logits, valid)
+            loss = ce + rp.omega * kl
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss at epoch {epoch}, step {len(stats)}")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            row = StepStats(len(stats) + 1, epoch + 1, loss.item(), ce.item(), kl.item())
+            stats.append(row)
+            on_step(row)
+    if rp.lora:
+        refiner.model = model.merge_and_unload()
+    refiner.model.eval()
+    for p in refiner.model.parameters():
+        p.requires_grad_(False)
+    return stats
+
+
+def save_refiner(refiner: Refiner, path: Path) -> None:
+    """model + tokenizer (with [Z_s], [Z_e]) as a HF folder, replaced whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    refiner.model.save_pretrained(tmp)
+    refiner.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def dev_fitness(
+    refiner: Refiner,
+    generator: Generator,
+    dev: list[PreferencePair],
+    space: Space,
+    params: Params,
+    xi_star: np.ndarray,
+) -> dict[str, float]:
+    """F(0) and F(ξ*) on the held-out dev split: a drop on D_es alone would be overfitting."""
+    fit = Fitness(refiner, generator, dev, space, params.cmaes, params.refiner.max_refined_tokens)
+    at_zero, at_star = fit([np.zeros_like(xi_star), xi_star])
+    return {"dev_fitness_at_zero": at_zero, "dev_fitness_at_xi_star": at_star}
+
+
+@dataclass
+class Reporter:
+    """Callbacks the CLI uses for live progress (all optional)."""
+
+    round_start: Callable[[int], None] = lambda _: None
+    iteration: Callable[[int, dict[str, float]], None] = lambda r, row: None
+    step: Callable[[int, StepStats], None] = lambda r, s: None
+    message: Callable[[str], None] = lambda _: None
+
+
+def train(
+    params: Params,
+    refiner: Refiner,
+    generator: Generator,
+    train_pairs: list[PreferencePair],
+    es_pairs: list[PreferencePair],
+    dev_pairs: list[PreferencePair],
+    report: Reporter | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Algorithm 1's outer loop. Each round keeps ξ*, its fitness curve, the pseudo-labels and a
+    checkpoint under refiner.out_dir/round-<s>; round 1's search lives in cmaes.out_dir so that
+    the DVC `search` stage's output is reused, not recomputed."""
+    report = report or Reporter()
+    rp, cp = params.refiner, params.cmaes
+    out = Path(rp.out_dir)
+    pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
+    summary: dict[str, Any] = {"rounds": []}
+    for s in range(1, rp.rounds + 1):
+        report.round_start(s)
+        round_dir = out / f"round-{s}"
+        done = round_dir / "round.json"
+        if resume and done.exists():
+            summary["rounds"].append(io.read_json(done))
+            refiner = Refiner.load(str(round_dir / "refiner"), rp.dtype, rp.device)
+            report.message(f"round {s}: done earlier, loaded {round_dir / 'refiner'}")
+            continue
+        t0 = time.perf_counter()
+        target = copy.deepcopy(refiner)  # q_im's frozen target network for this round
+        row: dict[str, Any] = {"round": s}
+        if cp.enabled:
+            search_dir = Path(cp.out_dir) if s == 1 else round_dir / "search"
+            result, space = run_search(
+                refiner,
+                generator,
+                es_pairs,
+                cp,
+                search_dir,
+                rp.max_refined_tokens,
+                resume=resume,
+                on_iteration=lambda r, s=s: report.iteration(s, r),
+            )
+            xi_star = np.asarray(result.xi_star)
+            e_star = space.embeddings(xi_star)
+            row.update(_search_row(result))
+            row.update(dev_fitness(refiner, generator, dev_pairs, space, params, xi_star))
+            io.write_npy(round_dir / "xi_star.npy", xi_star)
+        else:  # Table 3's ablation: no search, the unbiased refiner labels itself
+            e_star = refiner.base_embeddings().detach()
+        report.message(f"round {s}: pseudo-labels for {len(pairs)} queries")
+        x_star = pseudo_labels(refiner, pairs, e_star, rp.max_refined_tokens)
+        io.write_parquet(
+            round_dir / "pseudo_labels.parquet",
+            pa.Table.from_pylist(
+                [
+                    {"id": p.id, "x": p.prompt, "x_star": x}
+                    for p, x in zip(pairs, x_star, strict=True)
+                ],
+                PSEUDO_SCHEMA,
+            ),
+        )
+        stats = finetune(
+            refiner, target, pairs, x_star, params, on_step=lambda st, s=s: report.step(s, st)
+        )
+        io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
+        save_refiner(refiner, round_dir / "refiner")
+        row.update(
+            {
+                "final_loss": stats[-1].loss if stats else None,
+                "empty_pseudo_labels": sum(not x for x in x_star),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        io.write_json(done, row)
+        summary["rounds"].append(row)
+    summary["config"] = hashlib.sha256(
+        json.dumps(asdict(params), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    io.write_json(out / "summary.json", summary)
+    return summary
+
+
+def _search_row(result: SearchResult) -> dict[str, Any]:
+    return {
+        "fitness_at_zero": result.fitness_at_zero,
+        "best_fitness": result.best_fitness,
+        "xi_star_norm": float(np.linalg.norm(result.xi_star)),
+        "iterations": result.iterations,
+        "search_seconds": result.seconds,
+        "evaluations": result.evaluations,
+    }
