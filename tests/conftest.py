@@ -33,3 +33,35 @@ def smollm2() -> str:
     if not is_fetched("smollm2-135m-instruct"):
         fetch("smollm2-135m-instruct")
     return "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template:
+    for the mechanics (resume, errors, shapes), where a real model's quality is beside the point
+    and its minutes of CPU time are not."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from recast.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(smollm2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        initializer_range=0.5,  # large random weights: outputs react to the ξ bias
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-lm")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

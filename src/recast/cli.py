@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -223,6 +224,131 @@ def generate(
         answer = generator.generate([text], Sampling(**dataclasses.asdict(p.sampling)))[0]
     generator.close()
     out.print(answer, highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def _live(p: Params) -> Iterator[Any]:
+    """A rich progress display wired to the training callbacks: round, iteration, best and
+    mean fitness, σ, samples/s during search; step and loss during fine-tuning."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recast.training import Reporter
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, Any] = {}
+
+    def iteration(r: int, row: dict[str, float]) -> None:
+        key = f"search-{r}"
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"round {r} CMA-ES", total=p.cmaes.iterations, info="")
+        info = (
+            f"best {row['best']:.4f} mean {row['mean']:.4f} σ {row['sigma']:.3g} "
+            f"{row['samples_per_s']:.1f} samples/s"
+        )
+        progress.update(tasks[key], completed=row["iteration"], info=info)
+        if not console.is_terminal:  # logs (DVC, Prefect workers) get one line per iteration
+            progress.console.print(f"round {r} iteration {row['iteration']}: {info}")
+
+    def step(r: int, st: Any) -> None:
+        key = f"train-{r}"
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"round {r} fine-tune", total=None, info="")
+        info = f"epoch {st.epoch} loss {st.loss:.4f} (CE {st.ce:.4f} + ω·KL {st.kl:.4f})"
+        progress.update(tasks[key], completed=st.step, info=info)
+        if not console.is_terminal and st.step % 10 == 0:
+            progress.console.print(f"round {r} step {st.step}: {info}")
+
+    reporter = Reporter(
+        round_start=lambda r: progress.console.print(f"[bold]round {r}[/]"),
+        iteration=iteration,
+        step=step,
+        message=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+    )
+    with progress:
+        yield reporter
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        table.add_row(key, text)
+    out.print(table)
+
+
+ResumeOpt = Annotated[
+    bool, typer.Option(help="Continue from the checkpoints in the output folders, if any.")
+]
+
+
+@app.command("search")
+@reports_errors
+def search(
+    resume: ResumeOpt = True, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None
+) -> None:
+    """One CMA-ES search for ξ* (round 1, base refiner), with F(0) and F(ξ*) on D_es and dev."""
+    from recast.runs import search_stage
+
+    p = _params(params, set_)
+    with _live(p) as reporter:
+        metrics = search_stage(p, reporter, resume=resume)
+    _print_metrics("CMA-ES search", metrics)
+    console.print(f"ξ*, fitness curve and plot: {p.cmaes.out_dir}/", highlight=False)
+
+
+@app.command("train")
+@reports_errors
+def train(
+    resume: ResumeOpt = True, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None
+) -> None:
+    """Algorithm 1: S rounds of CMA-ES search, pseudo-labels x*, and fine-tuning (Eq. 12)."""
+    from recast.runs import train_stage
+
+    p = _params(params, set_)
+    with _live(p) as reporter:
+        summary = train_stage(p, reporter, resume=resume)
+    for row in summary["rounds"]:
+        _print_metrics(f"round {row['round']}", {k: v for k, v in row.items() if k != "round"})
+    console.print(f"checkpoints, ξ*, pseudo-labels, curves: {p.refiner.out_dir}/", highlight=False)
+
+
+@app.command("refine")
+@reports_errors
+def refine(
+    query: Annotated[str, typer.Argument(help="The user query x to recast.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A refiner folder; default: the last round of `recast train`."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Print x' = p_im(x), the refined query, from a trained refiner."""
+    from recast.refiner.model import Refiner
+    from recast.refiner.prompts import p_x
+    from recast.runs import final_checkpoint
+
+    p = _params(params, set_)
+    if not query.strip():
+        raise RecastError("the query is empty")
+    path = checkpoint or final_checkpoint(p)
+    with console.status(f"loading refiner {path}"):
+        refiner = Refiner.load(str(path), p.refiner.dtype, p.refiner.device)
+    import torch
+
+    with torch.inference_mode():
+        prefix = refiner.encode_prefix([p_x(query)])
+        x_refined = refiner.decode(prefix, refiner.base_embeddings(), p.refiner.max_refined_tokens)
+    out.print(x_refined[0], highlight=False, markup=False)
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m recast.cli`

@@ -197,6 +197,9 @@ class CmaesParams:
     """δ(σ(g)) of Eq. 14, which sets the initial step size (the paper: 0.001)."""
     alpha: float = 1.0
     """α of Eq. 13 as a fraction of the special token's embedding norm (see bias.alphas)."""
+    stop_on_flat_fitness: bool = True
+    """Keep pycma's tolfun / flat-fitness stops (every candidate scoring the same ends the
+    search early); False runs all `iterations` (the paper's stop criterion)."""
     max_target_tokens: int = 128
     """y is scored on at most this many tokens (Table 5: n_g = 128)."""
     batch_rows: int = 64

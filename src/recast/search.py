@@ -203,16 +203,17 @@ def run_search(
     state = _load_state(out / STATE, config) if resume else None
     if state is None:
         np.random.seed(params.seed)
-        es = cma.CMAEvolutionStrategy(
-            np.zeros(2 * params.d_z),
-            space.sigma0,
-            {
-                "popsize": space.popsize,
-                "seed": params.seed,
-                "maxiter": params.iterations,
-                "verbose": -9,
-            },
-        )
+        # pycma samples from numpy's global RNG and reads seed 0 as "seed from the clock":
+        # numpy is seeded above, and nan tells pycma to leave it alone.
+        options: dict[str, Any] = {
+            "popsize": space.popsize,
+            "seed": np.nan,
+            "maxiter": params.iterations,
+            "verbose": -9,
+        }
+        if not params.stop_on_flat_fitness:
+            options.update(tolfun=0, tolfunhist=0, tolflatfitness=params.iterations + 1)
+        es = cma.CMAEvolutionStrategy(np.zeros(2 * params.d_z), space.sigma0, options)
         state = {
             "config": config,
             "es": es,

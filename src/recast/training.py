@@ -206,6 +206,8 @@ def train(
         target = copy.deepcopy(refiner)  # q_im's frozen target network for this round
         row: dict[str, Any] = {"round": s}
         if cp.enabled:
+            # Round 1 searches from the base refiner, exactly what `recast search` (the DVC
+            # `search` stage) ran: its finished state is an input here, always reused.
             search_dir = Path(cp.out_dir) if s == 1 else round_dir / "search"
             result, space = run_search(
                 refiner,
@@ -214,7 +216,7 @@ def train(
                 cp,
                 search_dir,
                 rp.max_refined_tokens,
-                resume=resume,
+                resume=resume or s == 1,
                 on_iteration=lambda r, s=s: report.iteration(s, r),
             )
             xi_star = np.asarray(result.xi_star)

@@ -1,0 +1,106 @@
+"""The refiner's stages, called alike by the CLI (hence DVC) and the Prefect tasks:
+`search` (one CMA-ES search, round 1) and `train` (Algorithm 1's S rounds)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+from recast.generator import make_generator
+from recast.plots import write_fitness
+from recast.records import PreferencePair, pairs_from_table
+from recast.refiner.model import Refiner
+from recast.search import run_search
+from recast.training import Reporter, dev_fitness, train
+
+
+def load_split(params: Params, name: str) -> list[PreferencePair]:
+    path = Path(params.split.out_dir) / f"{name}.parquet"
+    if not path.exists():
+        raise RecastError(f"{path} is missing: run `dvc repro split` or `recast data build` first")
+    return pairs_from_table(io.read_parquet(path))
+
+
+def search_stage(params: Params, report: Reporter | None = None, resume: bool = True) -> dict:
+    """Round 1's CMA-ES search from the base refiner, with F(0) and F(ξ*) on D_es and dev."""
+    report = report or Reporter()
+    es, dev = load_split(params, "es"), load_split(params, "dev")
+    report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
+    refiner = Refiner.load(params.refiner.model, params.refiner.dtype, params.refiner.device)
+    generator = make_generator(params.generator)
+    result, space = run_search(
+        refiner,
+        generator,
+        es,
+        params.cmaes,
+        params.cmaes.out_dir,
+        params.refiner.max_refined_tokens,
+        resume=resume,
+        on_iteration=lambda row: report.iteration(1, row),
+    )
+    xi_star = np.asarray(result.xi_star)
+    report.message(f"fitness on the dev split ({len(dev)} pairs) at ξ = 0 and ξ*")
+    metrics = {
+        "es_fitness_at_zero": result.fitness_at_zero,
+        "es_fitness_at_xi_star": result.best_fitness,
+        **dev_fitness(refiner, generator, dev, space, params, xi_star),
+        "xi_star_norm": float(np.linalg.norm(xi_star)),
+        "iterations": result.iterations,
+        "evaluations": result.evaluations,
+        "seconds": result.seconds,
+        "sigma0": space.sigma0,
+        "popsize": space.popsize,
+    }
+    out = Path(params.cmaes.out_dir)
+    io.write_npy(out / "xi_star.npy", xi_star)
+    write_fitness({1: result.history}, out)
+    io.write_json(METRICS_DIR / "search.json", metrics)
+    generator.close()
+    return metrics
+
+
+def train_stage(params: Params, report: Reporter | None = None, resume: bool = True) -> dict:
+    """Algorithm 1 for refiner.rounds rounds; per-round outputs under refiner.out_dir."""
+    report = report or Reporter()
+    splits = {name: load_split(params, name) for name in ("train", "es", "dev")}
+    report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
+    refiner = Refiner.load(params.refiner.model, params.refiner.dtype, params.refiner.device)
+    generator = make_generator(params.generator)
+    summary = train(
+        params,
+        refiner,
+        generator,
+        splits["train"],
+        splits["es"],
+        splits["dev"],
+        report,
+        resume=resume,
+    )
+    out = Path(params.refiner.out_dir)
+    if params.cmaes.enabled:
+        histories = {}
+        for r in range(1, params.refiner.rounds + 1):
+            folder = Path(params.cmaes.out_dir) if r == 1 else out / f"round-{r}" / "search"
+            histories[r] = io.read_json(folder / "result.json")["history"]
+        write_fitness(histories, out)
+    metrics: dict[str, Any] = {}
+    for row in summary["rounds"]:
+        metrics.update({f"round_{row['round']}/{k}": v for k, v in row.items() if k != "round"})
+    io.write_json(METRICS_DIR / "train.json", metrics)
+    generator.close()
+    return {**summary, "params": asdict(params)}
+
+
+def final_checkpoint(params: Params) -> Path:
+    """The last round's refiner folder."""
+    path = Path(params.refiner.out_dir) / f"round-{params.refiner.rounds}" / "refiner"
+    if not (path / "config.json").exists():
+        raise RecastError(f"no trained refiner at {path}: run `recast train` (or `dvc repro`)")
+    return path

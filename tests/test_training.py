@@ -1,0 +1,120 @@
+"""Fine-tuning (Eq. 12) and Algorithm 1's rounds, on a tiny random LM for speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_search import real_pairs
+
+from recast import io
+from recast.config import load_params
+from recast.generator.local import LocalGenerator
+from recast.refiner.model import Refiner
+from recast.training import Reporter, finetune, pseudo_labels, train
+
+
+def tiny_params(tiny_lm: str, tmp_path: Path, *extra: str):
+    return load_params(
+        None,
+        [
+            f"refiner.model={tiny_lm}",
+            f"generator.model={tiny_lm}",
+            "refiner.rounds=2",
+            "refiner.epochs=1",
+            "refiner.batch_size=2",
+            "refiner.max_refined_tokens=6",
+            "cmaes.iterations=2",
+            "cmaes.delta_sigma=0.3",
+            "cmaes.max_target_tokens=16",
+            "cmaes.stop_on_flat_fitness=false",
+            f"refiner.out_dir={tmp_path / 'train'}",
+            f"cmaes.out_dir={tmp_path / 'search'}",
+            *extra,
+        ],
+    )
+
+
+def test_finetune_fits_the_pseudo_labels(tiny_lm: str, tmp_path: Path) -> None:
+    p = tiny_params(tiny_lm, tmp_path, "refiner.lr=0.003", "refiner.epochs=15")
+    refiner = Refiner.load(tiny_lm)
+    target = Refiner.load(tiny_lm)
+    pairs = real_pairs(4)
+    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    stats = finetune(refiner, target, pairs, x_star, p)
+    assert len(stats) == 15 * 2
+    assert stats[-1].ce < stats[0].ce / 2
+    assert all(s.kl >= 0 for s in stats) and stats[0].kl > 0
+    assert stats[0].loss == pytest.approx(stats[0].ce + 0.02 * stats[0].kl, rel=1e-5)
+    assert not any(p.requires_grad for p in refiner.model.parameters())
+
+
+def test_omega_zero_drops_the_kl_term(tiny_lm: str, tmp_path: Path) -> None:
+    p = tiny_params(tiny_lm, tmp_path, "refiner.omega=0")
+    refiner, target = Refiner.load(tiny_lm), Refiner.load(tiny_lm)
+    pairs = real_pairs(2)
+    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    stats = finetune(refiner, target, pairs, x_star, p)
+    assert all(s.kl == 0 and s.loss == s.ce for s in stats)
+
+
+def test_lora_finetuning_merges_into_the_refiner(tiny_lm: str, tmp_path: Path) -> None:
+    p = tiny_params(tiny_lm, tmp_path, "refiner.lora=true", "refiner.lr=0.01")
+    refiner, target = Refiner.load(tiny_lm), Refiner.load(tiny_lm)
+    before = {k: v.clone() for k, v in refiner.model.state_dict().items()}
+    pairs = real_pairs(2)
+    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    finetune(refiner, target, pairs, x_star, p)
+    after = refiner.model.state_dict()
+    assert set(after) == set(before)  # merged back: a plain model again, no adapter keys
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rounds_write_their_outputs_and_resume(tiny_lm: str, tmp_path: Path) -> None:
+    p = tiny_params(tiny_lm, tmp_path, "refiner.train_size=4")
+    pairs = real_pairs(10)
+    train_pairs, es, dev = pairs[:6], pairs[6:8], pairs[8:]
+    iterations: list[tuple[int, int]] = []
+    report = Reporter(iteration=lambda r, row: iterations.append((r, row["iteration"])))
+    gen = LocalGenerator(p.generator)
+    summary = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report)
+    assert iterations == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for s in (1, 2):
+        folder = tmp_path / "train" / f"round-{s}"
+        assert np.load(folder / "xi_star.npy").shape == (32,)
+        assert io.read_parquet(folder / "pseudo_labels.parquet").num_rows == 4
+        assert (folder / "refiner" / "config.json").exists()
+        row = io.read_json(folder / "round.json")
+        assert {
+            "fitness_at_zero",
+            "best_fitness",
+            "dev_fitness_at_zero",
+            "dev_fitness_at_xi_star",
+        } <= set(row)
+    assert (tmp_path / "search" / "result.json").exists()  # round 1 = the `search` stage
+    assert (tmp_path / "train" / "round-2" / "search" / "result.json").exists()
+    # the round-2 refiner is the fine-tuned one, not the base
+    base = Refiner.load(tiny_lm).model.state_dict()
+    tuned = Refiner.load(str(tmp_path / "train" / "round-2" / "refiner")).model.state_dict()
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+
+    iterations.clear()
+    again = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report)
+    assert iterations == []  # both rounds were done: nothing is recomputed
+    assert again["rounds"] == summary["rounds"]
+
+
+def test_without_cmaes_ablation(tiny_lm: str, tmp_path: Path) -> None:
+    p = tiny_params(
+        tiny_lm, tmp_path, "cmaes.enabled=false", "refiner.rounds=1", "refiner.train_size=2"
+    )
+    pairs = real_pairs(4)
+    summary = train(
+        p, Refiner.load(tiny_lm), LocalGenerator(p.generator), pairs[:2], pairs[2:3], pairs[3:]
+    )
+    assert "best_fitness" not in summary["rounds"][0]
+    assert not (tmp_path / "search").exists()
+    assert (tmp_path / "train" / "round-1" / "refiner" / "config.json").exists()
