@@ -23,6 +23,7 @@ run: $(VENV)/.installed
 	recast models fetch
 	dvc repro
 	recast data summary
+	dvc metrics show
 
 test: $(VENV)/.installed
 	recast models fetch smollm2-135m-instruct

@@ -91,6 +91,9 @@ def test_models_list(in_tmp: Path, smollm2: str) -> None:
         ["models", "fetch"],
         ["models", "list"],
         ["generate"],
+        ["search"],
+        ["train"],
+        ["refine"],
     ],
 )
 def test_help_explains_every_option(command: list[str]) -> None:
@@ -100,7 +103,8 @@ def test_help_explains_every_option(command: list[str]) -> None:
 
 
 def test_dvc_repro_twice_is_a_noop(tmp_path: Path, smollm2: str) -> None:
-    """The README's pipeline on a fresh copy of the repo: the second `dvc repro` does nothing."""
+    """The data pipeline on a fresh copy of the repo: the second `dvc repro split` does nothing.
+    (The search / train stages after it take minutes; `make run` runs them.)"""
     repo = tmp_path / "repo"
     for name in ("src", "params.yaml", "dvc.yaml", "data.dvc", ".dvc/config", ".dvc/.gitignore"):
         src = ROOT / name
@@ -112,14 +116,36 @@ def test_dvc_repro_twice_is_a_noop(tmp_path: Path, smollm2: str) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     first = subprocess.run(
-        [str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True
+        [str(BIN / "dvc"), "repro", "split"], cwd=repo, env=env, capture_output=True, text=True
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert (repo / "data" / "splits" / "es.parquet").exists()
     second = subprocess.run(
-        [str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True
+        [str(BIN / "dvc"), "repro", "split"], cwd=repo, env=env, capture_output=True, text=True
     )
     assert second.returncode == 0
     for stage in ("ingest", "pairs", "validate", "split"):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
     assert "Running stage" not in second.stdout
+
+
+def test_refine_prints_the_refined_query(in_tmp: Path, tiny_lm: str) -> None:
+    from recast.refiner.model import Refiner
+    from recast.training import save_refiner
+
+    save_refiner(Refiner.load(tiny_lm), in_tmp / "ckpt")
+    code, output = run(
+        "refine",
+        "How can I improve my time management skills?",
+        "--checkpoint",
+        str(in_tmp / "ckpt"),
+        "--set",
+        "refiner.max_refined_tokens=6",
+    )
+    assert code == 0, output
+    assert output.strip()
+
+
+def test_refine_without_a_trained_refiner_says_what_to_run(in_tmp: Path) -> None:
+    code, output = run("refine", "How can I improve my time management skills?")
+    assert code == 1 and "run `recast train`" in output

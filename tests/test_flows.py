@@ -32,3 +32,27 @@ def test_build_data_flow_matches_the_stage_functions(
     direct_hashes = {f.name: io.sha256_file(f) for f in Path("data/splits").glob("*.parquet")}
     assert flow_metrics == direct
     assert flow_hashes == direct_hashes and len(flow_hashes) == 4
+
+
+def test_train_refiner_flow_runs_search_and_rounds(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str
+) -> None:
+    from flows.train_refiner import train_refiner
+
+    overrides = [
+        f"ingest.root={SAMPLES}",
+        "split.es_size=4",
+        f"refiner.model={tiny_lm}",
+        f"generator.model={tiny_lm}",
+        "refiner.rounds=1",
+        "refiner.train_size=4",
+        "refiner.max_refined_tokens=6",
+        "cmaes.iterations=2",
+        "cmaes.max_target_tokens=16",
+        "cmaes.stop_on_flat_fitness=false",
+    ]
+    result = train_refiner(params_file="params.yaml", overrides=overrides)
+    # round 1 reused the search task's ξ* instead of searching again
+    assert result["rounds"][0]["best_fitness"] == result["search"]["es_fitness_at_xi_star"]
+    assert result["rounds"][0]["xi_star_norm"] == result["search"]["xi_star_norm"]
+    assert (in_tmp / "runs" / "train" / "round-1" / "refiner" / "config.json").exists()

@@ -12,6 +12,7 @@ from test_search import real_pairs
 from recast import io
 from recast.config import load_params
 from recast.generator.local import LocalGenerator
+from recast.records import pairs_table
 from recast.refiner.model import Refiner
 from recast.training import Reporter, finetune, pseudo_labels, train
 
@@ -32,6 +33,7 @@ def tiny_params(tiny_lm: str, tmp_path: Path, *extra: str):
             "cmaes.stop_on_flat_fitness=false",
             f"refiner.out_dir={tmp_path / 'train'}",
             f"cmaes.out_dir={tmp_path / 'search'}",
+            "tracking.enabled=false",
             *extra,
         ],
     )
@@ -118,3 +120,51 @@ def test_without_cmaes_ablation(tiny_lm: str, tmp_path: Path) -> None:
     assert "best_fitness" not in summary["rounds"][0]
     assert not (tmp_path / "search").exists()
     assert (tmp_path / "train" / "round-1" / "refiner" / "config.json").exists()
+
+
+def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from recast.tracking import dvc_md5
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    p = tiny_params(
+        tiny_lm,
+        tmp_path,
+        "tracking.enabled=true",
+        f"tracking.uri={uri}",
+        f"tracking.artifacts={tmp_path / 'artifacts'}",
+        "refiner.train_size=2",
+    )
+    pairs = real_pairs(8)
+    split = tmp_path / "train.parquet"
+    io.write_parquet(split, pairs_table(pairs[:4]))
+    summary = train(
+        p,
+        Refiner.load(tiny_lm),
+        LocalGenerator(p.generator),
+        pairs[:4],
+        pairs[4:6],
+        pairs[6:],
+        inputs={"train": split},
+    )
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("recast")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"train", "round-1", "round-2", "search round-1", "search round-2"}
+    parent = runs["train"]
+    assert parent.info.run_id == summary["mlflow_run_id"]
+    assert parent.data.tags["dvc_md5.train"] == dvc_md5(split)
+    assert {"git_commit", "params_hash"} <= set(parent.data.tags)
+    assert parent.data.params["cmaes.d_z"] == "16"
+    for s in (1, 2):
+        round_run, search_run = runs[f"round-{s}"], runs[f"search round-{s}"]
+        assert round_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert search_run.data.tags["mlflow.parentRunId"] == round_run.info.run_id
+        curve = client.get_metric_history(search_run.info.run_id, "fitness_best")
+        assert [m.step for m in curve] == [1, 2]
+        assert "best_fitness" in round_run.data.metrics
+        artifacts = [a.path for a in client.list_artifacts(search_run.info.run_id, "xi_star")]
+        assert artifacts == ["xi_star/xi_star.npy"]
+        kept = {a.path for a in client.list_artifacts(round_run.info.run_id)}
+        assert {"refiner", "pseudo_labels.parquet"} <= kept

@@ -211,6 +211,22 @@ class CmaesParams:
 
 
 @dataclass
+class TrackingParams:
+    """MLflow lineage of training runs."""
+
+    enabled: bool = True
+    """Log runs to MLflow (False: nothing is logged)."""
+    uri: str = "sqlite:///mlruns.db"
+    """Tracking URI: a local SQLite file, or a server such as http://127.0.0.1:5000."""
+    experiment: str = "recast"
+    """One experiment per project."""
+    artifacts: str = "mlartifacts"
+    """Artifact folder for a new experiment ('' lets the server choose)."""
+    log_checkpoints: bool = True
+    """Log each round's refiner folder as an artifact (hundreds of MB per round)."""
+
+
+@dataclass
 class Params:
     """All of params.yaml."""
 
@@ -222,6 +238,7 @@ class Params:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     refiner: RefinerParams = field(default_factory=RefinerParams)
     cmaes: CmaesParams = field(default_factory=CmaesParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

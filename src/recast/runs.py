@@ -18,7 +18,8 @@ from recast.plots import write_fitness
 from recast.records import PreferencePair, pairs_from_table
 from recast.refiner.model import Refiner
 from recast.search import run_search
-from recast.training import Reporter, dev_fitness, train
+from recast.tracking import Tracker
+from recast.training import Reporter, dev_fitness, track_search, train
 
 
 def load_split(params: Params, name: str) -> list[PreferencePair]:
@@ -61,6 +62,18 @@ def search_stage(params: Params, report: Reporter | None = None, resume: bool = 
     out = Path(params.cmaes.out_dir)
     io.write_npy(out / "xi_star.npy", xi_star)
     write_fitness({1: result.history}, out)
+    tracker = Tracker(params)
+    split_dir = Path(params.split.out_dir)
+    inputs = {name: split_dir / f"{name}.parquet" for name in ("es", "dev")}
+    with tracker.run("search", tags=tracker.lineage_tags(inputs)):
+        tracker.log_params(
+            {
+                "cmaes": asdict(params.cmaes),
+                "generator": asdict(params.generator),
+                "refiner": {"model": params.refiner.model},
+            }
+        )
+        track_search(tracker, "search round-1", result, metrics, out / "xi_star.npy")
     io.write_json(METRICS_DIR / "search.json", metrics)
     generator.close()
     return metrics
@@ -73,6 +86,8 @@ def train_stage(params: Params, report: Reporter | None = None, resume: bool = T
     report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
     refiner = Refiner.load(params.refiner.model, params.refiner.dtype, params.refiner.device)
     generator = make_generator(params.generator)
+    split_dir = Path(params.split.out_dir)
+    inputs = {name: split_dir / f"{name}.parquet" for name in splits}
     summary = train(
         params,
         refiner,
@@ -82,6 +97,7 @@ def train_stage(params: Params, report: Reporter | None = None, resume: bool = T
         splits["dev"],
         report,
         resume=resume,
+        inputs=inputs,
     )
     out = Path(params.refiner.out_dir)
     if params.cmaes.enabled:

@@ -229,6 +229,7 @@ def run_search(
         # The scored (x', y) pairs travel with the checkpoint: the resumed run then scores the
         # same batches as an uninterrupted one, so even float rounding matches.
         fitness.cache = state["cache"]
+    finished_history = list(state["history"]) if es.stop() else None
     start = time.perf_counter() - state["seconds"]
     while not es.stop():
         t0 = time.perf_counter()
@@ -258,7 +259,9 @@ def run_search(
         evaluations=state["evaluations"],
         seconds=state["seconds"],
     )
-    io.write_json(out / "result.json", asdict(result))
+    if not (out / "result.json").exists() or state["history"] != finished_history:
+        # a finished search that is only read (train's round 1) leaves its folder untouched
+        io.write_json(out / "result.json", asdict(result))
     return result, space
 
 

@@ -32,6 +32,7 @@ from recast.records import PreferencePair
 from recast.refiner.model import Refiner, cross_entropy
 from recast.refiner.prompts import p_x, p_xy
 from recast.search import Fitness, SearchResult, Space, run_search, truncate
+from recast.tracking import Tracker
 
 PSEUDO_SCHEMA = pa.schema([("id", pa.string()), ("x", pa.string()), ("x_star", pa.string())])
 
@@ -184,79 +185,128 @@ def train(
     dev_pairs: list[PreferencePair],
     report: Reporter | None = None,
     resume: bool = True,
+    tracker: Tracker | None = None,
+    inputs: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Algorithm 1's outer loop. Each round keeps ξ*, its fitness curve, the pseudo-labels and a
     checkpoint under refiner.out_dir/round-<s>; round 1's search lives in cmaes.out_dir so that
-    the DVC `search` stage's output is reused, not recomputed."""
+    the DVC `search` stage's output is reused, not recomputed. With tracking on, an MLflow parent
+    run holds a nested run per round, itself holding one per CMA-ES search."""
     report = report or Reporter()
-    rp, cp = params.refiner, params.cmaes
+    tracker = tracker or Tracker(params)
+    rp = params.refiner
     out = Path(rp.out_dir)
     pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
     summary: dict[str, Any] = {"rounds": []}
-    for s in range(1, rp.rounds + 1):
-        report.round_start(s)
-        round_dir = out / f"round-{s}"
-        done = round_dir / "round.json"
-        if resume and done.exists():
-            summary["rounds"].append(io.read_json(done))
-            refiner = Refiner.load(str(round_dir / "refiner"), rp.dtype, rp.device)
-            report.message(f"round {s}: done earlier, loaded {round_dir / 'refiner'}")
-            continue
-        t0 = time.perf_counter()
-        target = copy.deepcopy(refiner)  # q_im's frozen target network for this round
-        row: dict[str, Any] = {"round": s}
-        if cp.enabled:
-            # Round 1 searches from the base refiner, exactly what `recast search` (the DVC
-            # `search` stage) ran: its finished state is an input here, always reused.
-            search_dir = Path(cp.out_dir) if s == 1 else round_dir / "search"
-            result, space = run_search(
-                refiner,
-                generator,
-                es_pairs,
-                cp,
-                search_dir,
-                rp.max_refined_tokens,
-                resume=resume or s == 1,
-                on_iteration=lambda r, s=s: report.iteration(s, r),
-            )
-            xi_star = np.asarray(result.xi_star)
-            e_star = space.embeddings(xi_star)
-            row.update(_search_row(result))
-            row.update(dev_fitness(refiner, generator, dev_pairs, space, params, xi_star))
-            io.write_npy(round_dir / "xi_star.npy", xi_star)
-        else:  # Table 3's ablation: no search, the unbiased refiner labels itself
-            e_star = refiner.base_embeddings().detach()
-        report.message(f"round {s}: pseudo-labels for {len(pairs)} queries")
-        x_star = pseudo_labels(refiner, pairs, e_star, rp.max_refined_tokens)
-        io.write_parquet(
-            round_dir / "pseudo_labels.parquet",
-            pa.Table.from_pylist(
-                [
-                    {"id": p.id, "x": p.prompt, "x_star": x}
-                    for p, x in zip(pairs, x_star, strict=True)
-                ],
-                PSEUDO_SCHEMA,
-            ),
-        )
-        stats = finetune(
-            refiner, target, pairs, x_star, params, on_step=lambda st, s=s: report.step(s, st)
-        )
-        io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
-        save_refiner(refiner, round_dir / "refiner")
-        row.update(
-            {
-                "final_loss": stats[-1].loss if stats else None,
-                "empty_pseudo_labels": sum(not x for x in x_star),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        io.write_json(done, row)
-        summary["rounds"].append(row)
-    summary["config"] = hashlib.sha256(
-        json.dumps(asdict(params), sort_keys=True).encode()
-    ).hexdigest()[:16]
-    io.write_json(out / "summary.json", summary)
+    with tracker.run("train", tags=tracker.lineage_tags(inputs or {})) as run_id:
+        tracker.log_params(asdict(params))
+        for s in range(1, rp.rounds + 1):
+            report.round_start(s)
+            round_dir = out / f"round-{s}"
+            done = round_dir / "round.json"
+            with tracker.run(f"round-{s}", tags={"round": str(s)}):
+                if resume and done.exists():
+                    row = io.read_json(done)
+                    refiner = Refiner.load(str(round_dir / "refiner"), rp.dtype, rp.device)
+                    report.message(f"round {s}: done earlier, loaded {round_dir / 'refiner'}")
+                else:
+                    row = _round(
+                        s,
+                        params,
+                        refiner,
+                        generator,
+                        pairs,
+                        es_pairs,
+                        dev_pairs,
+                        report,
+                        resume,
+                        tracker,
+                    )
+                tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
+            summary["rounds"].append(row)
+        summary["config"] = hashlib.sha256(
+            json.dumps(asdict(params), sort_keys=True).encode()
+        ).hexdigest()[:16]
+        summary["mlflow_run_id"] = run_id
+        io.write_json(out / "summary.json", summary)
     return summary
+
+
+def _round(
+    s: int,
+    params: Params,
+    refiner: Refiner,
+    generator: Generator,
+    pairs: list[PreferencePair],
+    es_pairs: list[PreferencePair],
+    dev_pairs: list[PreferencePair],
+    report: Reporter,
+    resume: bool,
+    tracker: Tracker,
+) -> dict[str, Any]:
+    """One round: search -> pseudo-labels -> fine-tune; fine-tunes `refiner` in place."""
+    rp, cp = params.refiner, params.cmaes
+    round_dir = Path(rp.out_dir) / f"round-{s}"
+    t0 = time.perf_counter()
+    target = copy.deepcopy(refiner)  # q_im's frozen target network for this round
+    row: dict[str, Any] = {"round": s}
+    if cp.enabled:
+        # Round 1 searches from the base refiner, exactly what `recast search` (the DVC
+        # `search` stage) ran: its finished state is an input here, always reused.
+        search_dir = Path(cp.out_dir) if s == 1 else round_dir / "search"
+        result, space = run_search(
+            refiner,
+            generator,
+            es_pairs,
+            cp,
+            search_dir,
+            rp.max_refined_tokens,
+            resume=resume or s == 1,
+            on_iteration=lambda r: report.iteration(s, r),
+        )
+        xi_star = np.asarray(result.xi_star)
+        e_star = space.embeddings(xi_star)
+        row.update(_search_row(result))
+        row.update(dev_fitness(refiner, generator, dev_pairs, space, params, xi_star))
+        io.write_npy(round_dir / "xi_star.npy", xi_star)
+        track_search(tracker, f"search round-{s}", result, row, round_dir / "xi_star.npy")
+    else:  # Table 3's ablation: no search, the unbiased refiner labels itself
+        e_star = refiner.base_embeddings().detach()
+    report.message(f"round {s}: pseudo-labels for {len(pairs)} queries")
+    x_star = pseudo_labels(refiner, pairs, e_star, rp.max_refined_tokens)
+    rows = [{"id": p.id, "x": p.prompt, "x_star": x} for p, x in zip(pairs, x_star, strict=True)]
+    io.write_parquet(round_dir / "pseudo_labels.parquet", pa.Table.from_pylist(rows, PSEUDO_SCHEMA))
+    stats = finetune(refiner, target, pairs, x_star, params, on_step=lambda st: report.step(s, st))
+    io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
+    for st in stats:
+        tracker.log_metrics({"loss": st.loss, "ce": st.ce, "kl": st.kl}, step=st.step)
+    save_refiner(refiner, round_dir / "refiner")
+    tracker.log_artifact(round_dir / "pseudo_labels.parquet")
+    if params.tracking.log_checkpoints:
+        tracker.log_artifact(round_dir / "refiner", "refiner")
+    row.update(
+        {
+            "final_loss": stats[-1].loss if stats else None,
+            "empty_pseudo_labels": sum(not x for x in x_star),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
+    io.write_json(round_dir / "round.json", row)
+    return row
+
+
+def track_search(
+    tracker: Tracker, name: str, result: SearchResult, metrics: dict[str, Any], xi_path: Path
+) -> None:
+    """A nested run for one CMA-ES search: the curve per iteration, ξ* and its numbers."""
+    with tracker.run(name, tags={"stage": "cmaes"}):
+        for row in result.history:
+            tracker.log_metrics(
+                {"fitness_best": row["best"], "fitness_mean": row["mean"], "sigma": row["sigma"]},
+                step=int(row["iteration"]),
+            )
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "round"})
+        tracker.log_artifact(xi_path, "xi_star")
 
 
 def _search_row(result: SearchResult) -> dict[str, Any]:

@@ -153,29 +153,32 @@ class Refiner:
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> list[str]:
-        """x' for every row, after the latent step with embeddings `e` (2, d) or (B, 2, d)."""
+        """x' for every row, after the latent step with embeddings `e` (2, d) or (B, 2, d).
+
+        Rows that have emitted EOS leave the batch (their cache rows are dropped): decoding on a
+        CPU is compute-bound, so finished rows would cost as much as live ones. The prefix's
+        cache is consumed."""
         hidden, mask = self.latent(prefix, e)
-        batch = hidden.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         stops = torch.tensor(self.stop_ids, device=self.device)
-        tokens: list[torch.Tensor] = []
+        active = torch.arange(hidden.shape[0], device=self.device)  # batch row -> output row
+        ids: list[list[int]] = [[] for _ in range(hidden.shape[0])]
         for _ in range(max_new_tokens):
-            logits = self._logits(hidden)
-            nxt = _pick(logits, temperature, top_p, generator)
-            nxt = torch.where(done, torch.full_like(nxt, self.stop_ids[0]), nxt)
-            tokens.append(nxt)
-            done |= torch.isin(nxt, stops)
-            if bool(done.all()):
+            nxt = _pick(self._logits(hidden), temperature, top_p, generator)
+            finished = torch.isin(nxt, stops)
+            for row, token, end in zip(
+                active.tolist(), nxt.tolist(), finished.tolist(), strict=True
+            ):
+                if not end:
+                    ids[row].append(token)
+            if bool(finished.all()):
                 break
-            emb = self.embedding(nxt)[:, None]
-            out, mask = self._step(prefix, emb, mask)
+            if bool(finished.any()):
+                keep = (~finished).nonzero()[:, 0]
+                prefix.cache.batch_select_indices(keep)
+                active, mask, nxt = active[keep], mask[keep], nxt[keep]
+            out, mask = self._step(prefix, self.embedding(nxt)[:, None], mask)
             hidden = out[:, -1]
-        ids = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(batch)]
-        texts = []
-        for row in ids:
-            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-        return texts
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
     # -- teacher forcing (training, and ∇e^b of Eq. 13) -----------------------------------------
 
