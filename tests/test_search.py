@@ -164,14 +164,17 @@ def test_sigkill_mid_search_then_resume_gives_the_same_xi_star(
     (tmp_path / "none.yaml").write_text("{}\n")
     env = {**os.environ, "COLUMNS": "120"}
 
-    whole = subprocess.run(
-        _search_cmd(tiny_lm, split_dir, tmp_path / "whole"),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    def run_cli(out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _search_cmd(tiny_lm, split_dir, out),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    whole = run_cli(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     killed_out = tmp_path / "killed"
@@ -196,14 +199,7 @@ def test_sigkill_mid_search_then_resume_gives_the_same_xi_star(
     assert 2 <= done < 6, "the kill must land mid-search"
     assert not (killed_out / "result.json").exists()
 
-    resumed = subprocess.run(
-        _search_cmd(tiny_lm, split_dir, killed_out),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = run_cli(killed_out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "whole" / "result.json").read_text())
     b = json.loads((killed_out / "result.json").read_text())

@@ -10,8 +10,6 @@ the start of the round (the paper's target network).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import random
 import shutil
 import time
@@ -32,7 +30,7 @@ from recast.records import PreferencePair
 from recast.refiner.model import Refiner, cross_entropy
 from recast.refiner.prompts import p_x, p_xy
 from recast.search import Fitness, SearchResult, Space, run_search, truncate
-from recast.tracking import Tracker
+from recast.tracking import Tracker, params_hash
 
 PSEUDO_SCHEMA = pa.schema([("id", pa.string()), ("x", pa.string()), ("x_star", pa.string())])
 
@@ -224,9 +222,7 @@ def train(
                     )
                 tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
             summary["rounds"].append(row)
-        summary["config"] = hashlib.sha256(
-            json.dumps(asdict(params), sort_keys=True).encode()
-        ).hexdigest()[:16]
+        summary["config"] = params_hash(params)
         summary["mlflow_run_id"] = run_id
         io.write_json(out / "summary.json", summary)
     return summary
