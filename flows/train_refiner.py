@@ -1,4 +1,5 @@
-"""Flow `train-refiner`: data stages, then round 1's search, then Algorithm 1's rounds."""
+"""Flow `train-refiner`: data stages, round 1's search, Algorithm 1's rounds, then the registry
+gate (with tracking on)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def train_refiner(
     p = load_params(params_file, overrides or [])
     data = build_data(params_file, overrides)
     search = refiner.search(p) if p.cmaes.enabled else None
-    rounds = refiner.train(p)
-    return {"data": data, "search": search, "rounds": rounds["rounds"]}
+    trained = refiner.train(p)
+    promoted = refiner.promote(p) if p.tracking.enabled else None
+    return {"data": data, "search": search, "rounds": trained["rounds"], "promote": promoted}
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import task
 
-from recast import runs
+from recast import promotion, runs
 from recast.config import Params
 
 
@@ -20,3 +20,9 @@ def search(params: Params) -> dict[str, Any]:
 def train(params: Params) -> dict[str, Any]:
     """Algorithm 1's rounds: search -> pseudo-labels -> fine-tune, resuming finished rounds."""
     return runs.train_stage(params, resume=True)
+
+
+@task(name="promote")
+def promote(params: Params) -> dict[str, Any]:
+    """The registry gate: 'champion' moves to the new 'challenger' only if it wins."""
+    return promotion.promote(params)

@@ -94,6 +94,8 @@ def test_models_list(in_tmp: Path, smollm2: str) -> None:
         ["search"],
         ["train"],
         ["refine"],
+        ["promote"],
+        ["trace"],
     ],
 )
 def test_help_explains_every_option(command: list[str]) -> None:
@@ -148,4 +150,5 @@ def test_refine_prints_the_refined_query(in_tmp: Path, tiny_lm: str) -> None:
 
 def test_refine_without_a_trained_refiner_says_what_to_run(in_tmp: Path) -> None:
     code, output = run("refine", "How can I improve my time management skills?")
-    assert code == 1 and "run `recast train`" in output
+    assert code == 1
+    assert "models:/recast-refiner@champion" in output and "train and promote" in output

@@ -167,4 +167,13 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
         artifacts = [a.path for a in client.list_artifacts(search_run.info.run_id, "xi_star")]
         assert artifacts == ["xi_star/xi_star.npy"]
         kept = {a.path for a in client.list_artifacts(round_run.info.run_id)}
-        assert {"refiner", "pseudo_labels.parquet"} <= kept
+        assert "pseudo_labels.parquet" in kept
+        models = client.search_logged_models(
+            [exp.experiment_id], filter_string=f"source_run_id = '{round_run.info.run_id}'"
+        )
+        assert [m.name for m in models] == ["refiner"]  # the round's checkpoint, as a model
+    # the last round's refiner is the registry's challenger, traceable to its training run
+    version = client.get_model_version_by_alias("recast-refiner", "challenger")
+    assert str(version.version) == summary["registered_version"] == "1"
+    assert version.tags["train_run_id"] == parent.info.run_id
+    assert version.run_id == runs["round-2"].info.run_id

@@ -321,13 +321,44 @@ def train(
     console.print(f"checkpoints, ξ*, pseudo-labels, curves: {p.refiner.out_dir}/", highlight=False)
 
 
+@app.command("promote")
+@reports_errors
+def promote(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Move the registry alias 'champion' to the 'challenger' if it wins the gate (registry.*)."""
+    from recast.promotion import promote as run_promote
+
+    p = _params(params, set_)
+    with console.status(f"scoring challenger and champion on the {p.registry.gate_split} split"):
+        result = run_promote(p)
+    _print_metrics(f"registry gate: {p.registry.name}", result)
+
+
+@app.command("trace")
+@reports_errors
+def trace(
+    target: Annotated[
+        str,
+        typer.Argument(help="A run id, or models:/NAME@ALIAS, or models:/NAME/VERSION."),
+    ],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """From a result to its inputs: run, parent runs, git commit, params hash, DVC md5s."""
+    from recast.tracking import trace as run_trace
+
+    result = run_trace(_params(params, set_), target)
+    out.print_json(json.dumps(result, default=str))
+
+
 @app.command("refine")
 @reports_errors
 def refine(
     query: Annotated[str, typer.Argument(help="The user query x to recast.")],
     checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="A refiner folder; default: the last round of `recast train`."),
+        str | None,
+        typer.Option(
+            help="A refiner folder or registry URI; default: models:/<registry.name>@champion."
+        ),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -335,14 +366,15 @@ def refine(
     """Print x' = p_im(x), the refined query, from a trained refiner."""
     from recast.refiner.model import Refiner
     from recast.refiner.prompts import p_x
-    from recast.runs import final_checkpoint
+    from recast.tracking import use
 
     p = _params(params, set_)
     if not query.strip():
         raise RecastError("the query is empty")
-    path = checkpoint or final_checkpoint(p)
-    with console.status(f"loading refiner {path}"):
-        refiner = Refiner.load(str(path), p.refiner.dtype, p.refiner.device)
+    spec = checkpoint or f"models:/{p.registry.name}@champion"
+    use(p)  # a models:/ URI is looked up in this tracking server's registry
+    with console.status(f"loading refiner {spec}"):
+        refiner = Refiner.load(spec, p.refiner.dtype, p.refiner.device)
     import torch
 
     with torch.inference_mode():

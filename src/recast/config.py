@@ -223,7 +223,39 @@ class TrackingParams:
     artifacts: str = "mlartifacts"
     """Artifact folder for a new experiment ('' lets the server choose)."""
     log_checkpoints: bool = True
-    """Log each round's refiner folder as an artifact (hundreds of MB per round)."""
+    """Log each round's refiner as an MLflow transformers model (hundreds of MB per round);
+    needed by the registry (the last round's is registered)."""
+
+
+@dataclass
+class RegistryParams:
+    """Stage `promote`: the MLflow model registry's challenger / champion gate."""
+
+    name: str = "recast-refiner"
+    """Registered model name; every trained refiner becomes a version with alias 'challenger'."""
+    gate_split: str = "dev"
+    """Split the challenger and the champion are compared on (train, es or dev)."""
+    gate_metric: str = "dev_fitness"
+    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 10 at ξ = 0),
+    lower is better."""
+    margin: float = 0.0
+    """The challenger must beat the champion by more than this (nats for dev_fitness)."""
+    max_pairs: int | None = 64
+    """First N pairs of the gate split (None: all), to bound the gate's cost."""
+
+
+@dataclass
+class OrchestrationParams:
+    """How Prefect runs the population's fitness evaluations."""
+
+    runner: str = "local"
+    """'local': in the flow's process, batched; 'dask' or 'ray': one Prefect task per candidate
+    ξ, mapped onto that cluster (prefect-dask / prefect-ray)."""
+    address: str | None = None
+    """Scheduler address of an existing cluster (dask: tcp://host:8786, ray: ray://host:10001);
+    None starts a local cluster of `workers` processes."""
+    workers: int = 2
+    """Processes of the local cluster started when `address` is None."""
 
 
 @dataclass
@@ -239,6 +271,8 @@ class Params:
     refiner: RefinerParams = field(default_factory=RefinerParams)
     cmaes: CmaesParams = field(default_factory=CmaesParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
+    registry: RegistryParams = field(default_factory=RegistryParams)
+    orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

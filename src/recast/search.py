@@ -120,16 +120,17 @@ class Fitness:
         refiner: Refiner,
         generator: Generator,
         pairs: list[PreferencePair],
-        space: Space,
+        space: Space | None,
         params: CmaesParams,
         max_refined_tokens: int,
     ) -> None:
+        """`space` None: only `score_embeddings` can be called (no ξ to map)."""
         if not pairs:
             raise SearchError("D_es is empty: nothing to compute the fitness on")
         self.refiner, self.generator, self.space = refiner, generator, space
         self.max_refined_tokens = max_refined_tokens
         self.targets = [truncate(refiner, p.chosen, params.max_target_tokens) for p in pairs]
-        self.samples_per_chunk = max(1, params.batch_rows // space.popsize)
+        self.samples_per_chunk = max(1, params.batch_rows // (space.popsize if space else 1))
         with torch.inference_mode():  # the ξ-independent prefixes, once per search
             self.prefixes: list[Prefix] = [
                 refiner.encode_prefix(
@@ -140,27 +141,35 @@ class Fitness:
         self.cache: dict[tuple[str, int], float] = {}
         self.evaluations = 0
 
-    def refine(self, xis: list[np.ndarray]) -> list[list[str]]:
-        """x' = p_im(x; ξ) for every candidate (outer list) and sample (inner list)."""
-        e = self.space.embeddings(np.stack(xis))  # (C, 2, d)
-        out: list[list[str]] = [[] for _ in xis]
+    def refine(self, e: torch.Tensor) -> list[list[str]]:
+        """x' = p_im(x; e) for every candidate's (e_0, e_1) in e (C, 2, d) (outer list) and every
+        sample (inner list)."""
+        c = e.shape[0]
+        out: list[list[str]] = [[] for _ in range(c)]
         for prefix in self.prefixes:
             n = prefix.mask.shape[0]
             # rows are sample-major (s0c0 s0c1 … s1c0 …): repeat_interleave of the prefix
             texts = self.refiner.decode(
-                prefix.repeat(len(xis)), e.repeat(n, 1, 1), self.max_refined_tokens
+                prefix.repeat(c), e.repeat(n, 1, 1), self.max_refined_tokens
             )
             for row, text in enumerate(texts):
-                out[row % len(xis)].append(text)
+                out[row % c].append(text)
         return out
 
     def __call__(self, xis: list[np.ndarray]) -> list[float]:
-        refined = self.refine(xis)
+        """F(ξ) of Eq. 10 for each candidate ξ, through the embeddings of Eq. 9."""
+        if self.space is None:
+            raise SearchError("this Fitness has no search space: call score_embeddings")
+        return self.score_embeddings(self.space.embeddings(np.stack(xis)))
+
+    def score_embeddings(self, e: torch.Tensor) -> list[float]:
+        """Mean CE of y under the generator given x' decoded with [Z_s], [Z_e] embedded as e."""
+        refined = self.refine(e)
         todo = sorted({(x, i) for cand in refined for i, x in enumerate(cand)} - set(self.cache))
         if todo:
             scores = self.generator.score([x for x, _ in todo], [self.targets[i] for _, i in todo])
             self.cache.update(zip(todo, scores, strict=True))
-        self.evaluations += len(xis) * len(self.targets)
+        self.evaluations += len(refined) * len(self.targets)
         values = [float(np.mean([self.cache[(x, i)] for i, x in enumerate(c)])) for c in refined]
         if not all(np.isfinite(values)):
             raise SearchError(f"non-finite fitness {values}: the generator returned a bad score")

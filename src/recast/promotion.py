@@ -1,0 +1,118 @@
+"""The model registry's gate: every trained refiner is registered as a version of
+`registry.name` with the alias 'challenger' (see `training.train`); `promote` moves the alias
+'champion' to it only if it beats the current champion on the gate split by more than the margin.
+
+Both refiners are scored afresh on the same pairs with the same generator, so a change of
+generator or gate split never compares numbers measured under different conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+
+GATE_METRICS = ("dev_fitness",)
+LOWER_IS_BETTER = {"dev_fitness": True}
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    challenger_score: float | None = None
+    champion_score: float | None = None
+
+
+def decide(
+    challenger: float, champion: float | None, margin: float, lower_is_better: bool
+) -> Decision:
+    """Promote when there is no champion, or when the challenger's gain exceeds the margin."""
+    if champion is None:
+        return Decision(True, "no champion yet", challenger, None)
+    gain = champion - challenger if lower_is_better else challenger - champion
+    if gain > margin:
+        return Decision(True, f"gain {gain:+.4f} > margin {margin}", challenger, champion)
+    return Decision(False, f"gain {gain:+.4f} <= margin {margin}", challenger, champion)
+
+
+def gate_score(params: Params, model_uri: str) -> float:
+    """The gate metric of one registered refiner: F at ξ = 0 (Eq. 10) on the gate split, i.e. the
+    mean cross-entropy of y_w given the refiner's x' under the frozen generator."""
+    from recast.generator import make_generator
+    from recast.refiner.model import Refiner
+    from recast.runs import load_split
+    from recast.search import Fitness
+
+    rp, gp = params.registry, params.refiner
+    pairs = load_split(params, rp.gate_split)
+    pairs = pairs[: rp.max_pairs] if rp.max_pairs else pairs
+    refiner = Refiner.load(model_uri, gp.dtype, gp.device)
+    generator = make_generator(params.generator)
+    try:
+        fitness = Fitness(refiner, generator, pairs, None, params.cmaes, gp.max_refined_tokens)
+        (score,) = fitness.score_embeddings(refiner.base_embeddings()[None])  # ξ = 0
+    finally:
+        generator.close()
+    return float(score)
+
+
+def promote(params: Params, score: Callable[[Params, str], float] = gate_score) -> dict[str, Any]:
+    """Compare the 'challenger' with the 'champion' and move 'champion' if the gate says so."""
+    from mlflow.exceptions import MlflowException
+
+    from recast.tracking import use
+
+    rp = params.registry
+    if rp.gate_metric not in GATE_METRICS:
+        raise RecastError(f"registry.gate_metric {rp.gate_metric!r} is not one of {GATE_METRICS}")
+    if not params.tracking.enabled:
+        raise RecastError("tracking.enabled is false: there is no registry to promote in")
+    client = use(params).MlflowClient()
+
+    def version_of(alias: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(rp.name, alias).version)
+        except MlflowException:
+            return None
+
+    challenger = version_of("challenger")
+    if challenger is None:
+        raise RecastError(
+            f"no version of {rp.name!r} has the alias 'challenger' at {params.tracking.uri}: "
+            "run `recast train` with tracking enabled first"
+        )
+    champion = version_of("champion")
+    if champion == challenger:
+        decision = Decision(False, "the challenger is already the champion")
+    else:
+        challenger_score = score(params, f"models:/{rp.name}/{challenger}")
+        champion_score = score(params, f"models:/{rp.name}/{champion}") if champion else None
+        decision = decide(
+            challenger_score, champion_score, rp.margin, LOWER_IS_BETTER[rp.gate_metric]
+        )
+    if decision.challenger_score is not None:
+        client.set_model_version_tag(
+            rp.name, challenger, f"gate.{rp.gate_metric}", str(decision.challenger_score)
+        )
+    if decision.promote:
+        client.set_registered_model_alias(rp.name, "champion", challenger)
+    result = {
+        "model": rp.name,
+        "challenger": challenger,
+        "champion_before": champion,
+        "champion": challenger if decision.promote else champion,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "gate_metric": rp.gate_metric,
+        "gate_split": rp.gate_split,
+        "challenger_score": decision.challenger_score,
+        "champion_score": decision.champion_score,
+    }
+    io.write_json(METRICS_DIR / "promote.json", result)
+    return result
