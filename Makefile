@@ -24,6 +24,7 @@ run: $(VENV)/.installed
 	dvc repro
 	recast data summary
 	dvc metrics show
+	recast refine "How do I keep basil fresh?"
 
 test: $(VENV)/.installed
 	recast models fetch smollm2-135m-instruct

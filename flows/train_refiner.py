@@ -1,5 +1,6 @@
-"""Flow `train-refiner`: data stages, round 1's search, Algorithm 1's rounds, then the registry
-gate (with tracking on)."""
+"""Flow `train-refiner`: data stages, round 1's CMA-ES search, Algorithm 1's rounds, then the
+registry gate (with tracking on). The search and the rounds are subflows so that each runs its
+candidate-fitness tasks on the task runner params.orchestration names (local, Dask or Ray)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,23 @@ from typing import Any
 from prefect import flow
 
 from flows.build_data import build_data
+from recast import runs
 from recast.config import load_params
 from tasks import refiner
+
+
+@flow(name="cmaes-search")
+def cmaes_search(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Round 1's search; resumes from its checkpoint when a worker restarts it."""
+    p = load_params(params_file, overrides or [])
+    return runs.search_stage(p, resume=True, fan_out=refiner.fan_out(p))
+
+
+@flow(name="train-rounds")
+def train_rounds(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Algorithm 1's rounds: search -> pseudo-labels -> fine-tune, resuming finished rounds."""
+    p = load_params(params_file, overrides or [])
+    return runs.train_stage(p, resume=True, fan_out=refiner.fan_out(p))
 
 
 @flow(name="train-refiner")
@@ -17,9 +33,12 @@ def train_refiner(
     params_file: str = "params.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
     p = load_params(params_file, overrides or [])
+    runner = refiner.task_runner(p.orchestration)
     data = build_data(params_file, overrides)
-    search = refiner.search(p) if p.cmaes.enabled else None
-    trained = refiner.train(p)
+    search = None
+    if p.cmaes.enabled:
+        search = cmaes_search.with_options(task_runner=runner)(params_file, overrides)
+    trained = train_rounds.with_options(task_runner=runner)(params_file, overrides)
     promoted = refiner.promote(p) if p.tracking.enabled else None
     return {"data": data, "search": search, "rounds": trained["rounds"], "promote": promoted}
 

@@ -11,6 +11,8 @@ from recast import io
 from recast.config import load_params
 from recast.data import stages
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def prefect_harness():
@@ -56,3 +58,48 @@ def test_train_refiner_flow_runs_search_and_rounds(
     assert result["rounds"][0]["best_fitness"] == result["search"]["es_fitness_at_xi_star"]
     assert result["rounds"][0]["xi_star_norm"] == result["search"]["xi_star_norm"]
     assert (in_tmp / "runs" / "train" / "round-1" / "refiner" / "config.json").exists()
+
+
+def test_population_fans_out_over_a_local_dask_cluster(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2-process Dask cluster scores the candidates (each worker scores some) and the search
+    finds what the single-process default finds."""
+    from distributed import Client, LocalCluster
+
+    from flows.train_refiner import cmaes_search
+    from recast import distributed
+    from tasks.refiner import task_runner
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers unpickle tasks.refiner by name
+    base = [
+        f"ingest.root={SAMPLES}",
+        "split.es_size=4",
+        f"refiner.model={tiny_lm}",
+        f"generator.model={tiny_lm}",
+        "refiner.max_refined_tokens=6",
+        "cmaes.iterations=2",
+        "cmaes.max_target_tokens=16",
+        "cmaes.stop_on_flat_fitness=false",
+        "tracking.enabled=false",
+    ]
+    stages.build(load_params("params.yaml", base))
+    local = cmaes_search("params.yaml", [*base, "cmaes.out_dir=runs/search-local"])
+    with (
+        LocalCluster(n_workers=2, processes=True, threads_per_worker=1) as cluster,
+        Client(cluster) as client,
+    ):
+        over = [
+            *base,
+            "cmaes.out_dir=runs/search-dask",
+            "orchestration.runner=dask",
+            f"orchestration.address={cluster.scheduler_address}",
+        ]
+        runner = task_runner(load_params("params.yaml", over).orchestration)
+        spread = cmaes_search.with_options(task_runner=runner)("params.yaml", over)
+        served = client.run(distributed.served)
+    assert len(served) == 2
+    assert all(count > 0 for _, count in served.values())  # both workers scored candidates
+    assert sum(count for _, count in served.values()) == 1 + 2 * local["popsize"]  # F(0) + 2 gens
+    for key in ("es_fitness_at_zero", "es_fitness_at_xi_star", "dev_fitness_at_xi_star"):
+        assert spread[key] == pytest.approx(local[key], abs=1e-4)

@@ -12,6 +12,7 @@ import numpy as np
 from recast import io
 from recast.config import Params
 from recast.data.stages import METRICS_DIR
+from recast.distributed import MapFn, population_evaluator
 from recast.errors import RecastError
 from recast.generator import make_generator
 from recast.plots import write_fitness
@@ -29,8 +30,14 @@ def load_split(params: Params, name: str) -> list[PreferencePair]:
     return pairs_from_table(io.read_parquet(path))
 
 
-def search_stage(params: Params, report: Reporter | None = None, resume: bool = True) -> dict:
-    """Round 1's CMA-ES search from the base refiner, with F(0) and F(ξ*) on D_es and dev."""
+def search_stage(
+    params: Params,
+    report: Reporter | None = None,
+    resume: bool = True,
+    fan_out: MapFn | None = None,
+) -> dict:
+    """Round 1's CMA-ES search from the base refiner, with F(0) and F(ξ*) on D_es and dev;
+    `fan_out` spreads each population's fitness over workers (recast.distributed)."""
     report = report or Reporter()
     es, dev = load_split(params, "es"), load_split(params, "dev")
     report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
@@ -45,6 +52,7 @@ def search_stage(params: Params, report: Reporter | None = None, resume: bool = 
         params.refiner.max_refined_tokens,
         resume=resume,
         on_iteration=lambda row: report.iteration(1, row),
+        evaluator=fan_out and population_evaluator(params, refiner.source, es, fan_out),
     )
     xi_star = np.asarray(result.xi_star)
     report.message(f"fitness on the dev split ({len(dev)} pairs) at ξ = 0 and ξ*")
@@ -79,7 +87,12 @@ def search_stage(params: Params, report: Reporter | None = None, resume: bool = 
     return metrics
 
 
-def train_stage(params: Params, report: Reporter | None = None, resume: bool = True) -> dict:
+def train_stage(
+    params: Params,
+    report: Reporter | None = None,
+    resume: bool = True,
+    fan_out: MapFn | None = None,
+) -> dict:
     """Algorithm 1 for refiner.rounds rounds; per-round outputs under refiner.out_dir."""
     report = report or Reporter()
     splits = {name: load_split(params, name) for name in ("train", "es", "dev")}
@@ -98,6 +111,7 @@ def train_stage(params: Params, report: Reporter | None = None, resume: bool = T
         report,
         resume=resume,
         inputs=inputs,
+        fan_out=fan_out,
     )
     out = Path(params.refiner.out_dir)
     if params.cmaes.enabled:

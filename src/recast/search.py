@@ -199,8 +199,12 @@ def run_search(
     max_refined_tokens: int,
     resume: bool = True,
     on_iteration: Callable[[dict[str, float]], None] = lambda _: None,
+    evaluator: Callable[[Space], Callable[[list[np.ndarray]], list[float]]] | None = None,
 ) -> tuple[SearchResult, Space]:
-    """CMA-ES for ξ*, checkpointed after each iteration in `out_dir`; returns (result, space)."""
+    """CMA-ES for ξ*, checkpointed after each iteration in `out_dir`; returns (result, space).
+
+    `evaluator` (see recast.distributed) scores each population elsewhere, candidate by
+    candidate; by default the population is scored here, batched."""
     import cma
 
     if not es_pairs:
@@ -209,6 +213,7 @@ def run_search(
     space = make_space(refiner, es_pairs, params)
     config = _config_hash(space, params, es_pairs, generator, max_refined_tokens)
     fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens)
+    score = evaluator(space) if evaluator else fitness
     state = _load_state(out / STATE, config) if resume else None
     if state is None:
         np.random.seed(params.seed)
@@ -229,7 +234,7 @@ def run_search(
             "history": [],
             "seconds": 0.0,
             "evaluations": 0,
-            "fitness_at_zero": fitness([np.zeros(2 * params.d_z)])[0],
+            "fitness_at_zero": score([np.zeros(2 * params.d_z)])[0],
         }
         _save_state(out / STATE, state, fitness.cache)
     else:
@@ -243,7 +248,7 @@ def run_search(
     while not es.stop():
         t0 = time.perf_counter()
         xis = es.ask()
-        values = fitness(xis)
+        values = score(xis)
         es.tell(xis, values)
         row = {
             "iteration": es.countiter,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from recast import io
 from recast.config import Params
+from recast.distributed import MapFn, population_evaluator
 from recast.generator.base import Generator
 from recast.records import PreferencePair
 from recast.refiner.model import Refiner, cross_entropy
@@ -80,6 +81,7 @@ def finetune(
     on_step: Callable[[StepStats], None] = lambda _: None,
 ) -> list[StepStats]:
     """Minimize Eq. 12 with AdamW over D (Table 5: lr 1e-5, batch 8, 3 epochs, ω = 0.02)."""
+    refiner.source = None  # the weights are about to differ from any saved copy
     rp = params.refiner
     model = refiner.model
     if rp.lora:
@@ -148,6 +150,7 @@ def save_refiner(refiner: Refiner, path: Path) -> None:
     refiner.tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+    refiner.source = str(path)
 
 
 def dev_fitness(
@@ -185,11 +188,13 @@ def train(
     resume: bool = True,
     tracker: Tracker | None = None,
     inputs: dict[str, Path] | None = None,
+    fan_out: MapFn | None = None,
 ) -> dict[str, Any]:
     """Algorithm 1's outer loop. Each round keeps ξ*, its fitness curve, the pseudo-labels and a
     checkpoint under refiner.out_dir/round-<s>; round 1's search lives in cmaes.out_dir so that
     the DVC `search` stage's output is reused, not recomputed. With tracking on, an MLflow parent
-    run holds a nested run per round, itself holding one per CMA-ES search."""
+    run holds a nested run per round, itself holding one per CMA-ES search. `fan_out` spreads
+    each population's fitness over workers (recast.distributed)."""
     report = report or Reporter()
     tracker = tracker or Tracker(params)
     rp = params.refiner
@@ -220,6 +225,7 @@ def train(
                         report,
                         resume,
                         tracker,
+                        fan_out,
                     )
                 tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
                 if params.tracking.log_checkpoints:
@@ -250,6 +256,7 @@ def _round(
     report: Reporter,
     resume: bool,
     tracker: Tracker,
+    fan_out: MapFn | None = None,
 ) -> dict[str, Any]:
     """One round: search -> pseudo-labels -> fine-tune; fine-tunes `refiner` in place."""
     rp, cp = params.refiner, params.cmaes
@@ -270,6 +277,7 @@ def _round(
             rp.max_refined_tokens,
             resume=resume or s == 1,
             on_iteration=lambda r: report.iteration(s, r),
+            evaluator=fan_out and population_evaluator(params, refiner.source, es_pairs, fan_out),
         )
         xi_star = np.asarray(result.xi_star)
         e_star = space.embeddings(xi_star)

@@ -52,6 +52,8 @@ class Refiner:
     def __init__(self, model: Any, tokenizer: Any, max_prompt_tokens: int = 1024) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_prompt_tokens = max_prompt_tokens
+        self.source: str | None = None
+        """Where these exact weights can be loaded from (None: changed since, not saved)."""
         add_latent_tokens(model, tokenizer)
         self.zs_id = tokenizer.convert_tokens_to_ids(Z_S)
         self.ze_id = tokenizer.convert_tokens_to_ids(Z_E)
@@ -62,7 +64,9 @@ class Refiner:
     @classmethod
     def load(cls, spec: str, dtype: str = "float32", device: str = "auto") -> Refiner:
         model, tokenizer = load_causal_lm(spec, dtype, device)
-        return cls(model, tokenizer)
+        refiner = cls(model, tokenizer)
+        refiner.source = spec
+        return refiner
 
     @property
     def device(self) -> torch.device:
