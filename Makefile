@@ -27,7 +27,7 @@ run: $(VENV)/.installed
 	recast refine "How do I keep basil fresh?"
 
 test: $(VENV)/.installed
-	recast models fetch smollm2-135m-instruct
+	recast models fetch smollm2-135m-instruct minilm-l6
 	ruff check .
 	pytest -q
 

@@ -1,6 +1,7 @@
-"""Flow `train-refiner`: data stages, round 1's CMA-ES search, Algorithm 1's rounds, then the
-registry gate (with tracking on). The search and the rounds are subflows so that each runs its
-candidate-fitness tasks on the task runner params.orchestration names (local, Dask or Ray)."""
+"""Flow `train-refiner`: data stages, round 1's CMA-ES search, Algorithm 1's rounds, the
+evaluation, then the registry gate (with tracking on). The search and the rounds are subflows
+so that each runs its candidate-fitness tasks on the task runner params.orchestration names
+(local, Dask or Ray)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from prefect import flow
 
 from flows.build_data import build_data
+from flows.evaluate import evaluate
 from recast import runs
 from recast.config import load_params
 from tasks import refiner
@@ -39,8 +41,15 @@ def train_refiner(
     if p.cmaes.enabled:
         search = cmaes_search.with_options(task_runner=runner)(params_file, overrides)
     trained = train_rounds.with_options(task_runner=runner)(params_file, overrides)
+    evaluated = evaluate(params_file, overrides)
     promoted = refiner.promote(p) if p.tracking.enabled else None
-    return {"data": data, "search": search, "rounds": trained["rounds"], "promote": promoted}
+    return {
+        "data": data,
+        "search": search,
+        "rounds": trained["rounds"],
+        "evaluate": evaluated,
+        "promote": promoted,
+    }
 
 
 if __name__ == "__main__":

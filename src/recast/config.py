@@ -228,6 +228,116 @@ class TrackingParams:
 
 
 @dataclass
+class RewardParams:
+    """Stage `reward`: the Bradley-Terry reward model r_ω(y|x) (survey 003, Eq. 4)."""
+
+    encoder: str = "minilm-l6"
+    """Encoder under the scalar head (a packaged alias, a folder, or a hub id)."""
+    train_size: int | None = None
+    """First N pairs of D to train on (None: all)."""
+    epochs: int = 1
+    lr: float = 2.0e-5
+    batch_size: int = 16
+    max_length: int = 256
+    """Tokens of question + answer the encoder reads."""
+    seed: int = 0
+    out_dir: str = "runs/reward"
+
+
+@dataclass
+class DpoParams:
+    """Stage `dpo`: the white-box comparison, the generator itself fine-tuned with DPO (TRL)."""
+
+    model: str | None = None
+    """The model to fine-tune (None: generator.model)."""
+    train_size: int | None = 64
+    """First N pairs of D (None: all)."""
+    epochs: int = 1
+    lr: float = 1.0e-6
+    beta: float = 0.1
+    """β of the DPO loss: strength of the implicit KL to the reference model."""
+    batch_size: int = 4
+    max_length: int = 512
+    """Prompt + answer tokens per example."""
+    seed: int = 0
+    out_dir: str = "runs/dpo"
+
+
+@dataclass
+class BpoParams:
+    """Stage `bpo`: a prompt optimizer trained BPO's way (Cheng et al. 2023). A teacher LLM reads
+    each preference pair and rewrites the query so that it would elicit the better answer; a
+    small LM is then fine-tuned on (query -> optimized query)."""
+
+    teacher: str = "qwen2.5-coder-1.5b-instruct"
+    """The LLM that writes the optimized queries (BPO used ChatGPT; any generator spec)."""
+    teacher_backend: str = "local"
+    """local | http (with teacher_endpoints) | vllm."""
+    teacher_endpoints: list[str] = field(default_factory=list)
+    model: str = "smollm2-135m-instruct"
+    """The optimizer to fine-tune (BPO: Llama-2-7b-chat)."""
+    train_size: int | None = 256
+    """First N pairs of D to build optimized queries from (None: all)."""
+    max_new_tokens: int = 128
+    """Length of an optimized query."""
+    epochs: int = 2
+    lr: float = 2.0e-5
+    batch_size: int = 4
+    max_length: int = 512
+    seed: int = 0
+    out_dir: str = "runs/bpo"
+
+
+@dataclass
+class EvaluateParams:
+    """Stages `evaluate` and `report`: Tables 2-3 on the evaluation sets."""
+
+    sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    max_prompts: int | None = None
+    """First N prompts of each set (None: all)."""
+    systems: list[str] = field(
+        default_factory=lambda: ["org", "ours", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0"]
+    )
+    """Answers compared with "ours": org (the query as is), bon, sr, bpo (the query rewritten by
+    the BPO optimizer), dpo (the DPO-tuned generator), and the ablations no_cmaes / omega_0
+    (refiners under `ablations_dir`)."""
+    ablations_dir: str = "runs/ablations"
+    """Where the ablation refiners were trained: <dir>/<no-cmaes|omega-0>/round-<S>/refiner."""
+    refiner: str | None = None
+    """The refiner behind "ours" (None: the last round under refiner.out_dir)."""
+    max_new_tokens: int = 256
+    """Answer length for every system."""
+    temperature: float = 0.7
+    """Sampling temperature of Best-of-N and Speculative Rejection (ORG and ours are greedy)."""
+    bon_n: int = 120
+    """N of Best-of-N (the paper: 120)."""
+    sr_n: int = 120
+    """Generations Speculative Rejection starts per prompt."""
+    sr_alpha: float = 0.5
+    """Fraction of partial generations rejected at each checkpoint."""
+    sr_chunk: int = 32
+    """Tokens between checkpoints."""
+    judge_backend: str = "local"
+    """Backend of the judge (local | http | vllm), like generator.backend."""
+    judge_model: str = "qwen2.5-coder-1.5b-instruct"
+    """The judge model (a packaged alias, folder, or the served model's name)."""
+    judge_endpoints: list[str] = field(default_factory=list)
+    """http: the judge's OpenAI-compatible endpoints."""
+    judge_mode: str = "pairwise"
+    """'pairwise': Appendix C's prompt, both orders; 'pointwise': P(Yes) per answer."""
+    judge_max_new_tokens: int = 512
+    """Pairwise mode: room for the explanation before the verdict."""
+    judge_tie_margin: float = 0.05
+    """Pointwise mode: |P(Yes) difference| at or under this is a tie."""
+    agreement_pairs: int = 20
+    """Labelled pairs per source (BPO-test good/bad, HH-RLHF dev) to measure the judge on."""
+    n_boot: int = 2000
+    """Bootstrap resamples for the 95% intervals."""
+    seed: int = 0
+    out_dir: str = "reports/eval"
+
+
+@dataclass
 class RegistryParams:
     """Stage `promote`: the MLflow model registry's challenger / champion gate."""
 
@@ -271,6 +381,10 @@ class Params:
     refiner: RefinerParams = field(default_factory=RefinerParams)
     cmaes: CmaesParams = field(default_factory=CmaesParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
+    reward: RewardParams = field(default_factory=RewardParams)
+    dpo: DpoParams = field(default_factory=DpoParams)
+    bpo: BpoParams = field(default_factory=BpoParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
 

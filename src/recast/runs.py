@@ -20,7 +20,7 @@ from recast.records import PreferencePair, pairs_from_table
 from recast.refiner.model import Refiner
 from recast.search import run_search
 from recast.tracking import Tracker
-from recast.training import Reporter, dev_fitness, track_search, train
+from recast.training import Reporter, dev_fitness, system_name, track_search, train
 
 
 def load_split(params: Params, name: str) -> list[PreferencePair]:
@@ -123,7 +123,10 @@ def train_stage(
     metrics: dict[str, Any] = {}
     for row in summary["rounds"]:
         metrics.update({f"round_{row['round']}/{k}": v for k, v in row.items() if k != "round"})
-    io.write_json(METRICS_DIR / "train.json", metrics)
+    system = system_name(params)
+    io.write_json(
+        METRICS_DIR / ("train.json" if system == "ours" else f"train-{system}.json"), metrics
+    )
     generator.close()
     return {**summary, "params": asdict(params)}
 
@@ -134,3 +137,23 @@ def final_checkpoint(params: Params) -> Path:
     if not (path / "config.json").exists():
         raise RecastError(f"no trained refiner at {path}: run `recast train` (or `dvc repro`)")
     return path
+
+
+ABLATIONS = ("no-cmaes", "omega-0")
+
+
+def ablation_params(params: Params, variant: str) -> Params:
+    """Table 3's training without CMA-ES, or Figure 3's with ω = 0, into its own folder under
+    evaluate.ablations_dir. Round 1's search is the `search` stage's, reused."""
+    from dataclasses import replace
+
+    if variant not in ABLATIONS:
+        raise RecastError(f"unknown ablation {variant!r} (one of {', '.join(ABLATIONS)})")
+    out_dir = str(Path(params.evaluate.ablations_dir) / variant)
+    if variant == "no-cmaes":
+        return replace(
+            params,
+            cmaes=replace(params.cmaes, enabled=False),
+            refiner=replace(params.refiner, out_dir=out_dir),
+        )
+    return replace(params, refiner=replace(params.refiner, omega=0.0, out_dir=out_dir))

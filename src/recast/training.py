@@ -177,6 +177,13 @@ class Reporter:
     message: Callable[[str], None] = lambda _: None
 
 
+def system_name(params: Params) -> str:
+    """'ours', or the ablation these params train: 'no-cmaes' (Table 3), 'omega-0' (Figure 3)."""
+    if not params.cmaes.enabled:
+        return "no-cmaes"
+    return "ours" if params.refiner.omega > 0 else "omega-0"
+
+
 def train(
     params: Params,
     refiner: Refiner,
@@ -202,7 +209,11 @@ def train(
     pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
     summary: dict[str, Any] = {"rounds": []}
     model_uri: str | None = None
-    with tracker.run("train", tags=tracker.lineage_tags(inputs or {})) as run_id:
+    # the system and seed in the name, so runs read apart in the MLflow UI's comparisons
+    system = system_name(params)
+    name = f"train {system} seed={rp.seed}"
+    tags = {**tracker.lineage_tags(inputs or {}), "system": system, "seed": str(rp.seed)}
+    with tracker.run(name, tags=tags) as run_id:
         tracker.log_params(asdict(params))
         for s in range(1, rp.rounds + 1):
             report.round_start(s)
@@ -235,7 +246,9 @@ def train(
             summary["rounds"].append(row)
         summary["config"] = params_hash(params)
         summary["mlflow_run_id"] = run_id
-        if model_uri is not None:  # the last round's refiner is the challenger
+        # The last round's refiner is the challenger; an ablation is a comparison, not a
+        # candidate for the registry.
+        if model_uri is not None and system == "ours":
             summary["registered_version"] = tracker.register(
                 model_uri,
                 params.registry.name,

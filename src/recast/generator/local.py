@@ -82,7 +82,22 @@ class LocalGenerator:
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
-        seqs = self._encode(prompts)
+        return self._generate(self._encode(prompts), [[] for _ in prompts], sampling)
+
+    def continue_answers(
+        self, prompts: list[str], partials: list[str], sampling: Sampling
+    ) -> list[str]:
+        """Each partial answer extended by up to max_new_tokens more (Speculative Rejection
+        resumes its surviving generations this way); returns the whole answers so far."""
+        heads = self._encode(prompts)
+        kept = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in partials]
+        return self._generate([h + k for h, k in zip(heads, kept, strict=True)], kept, sampling)
+
+    @torch.inference_mode()
+    def _generate(
+        self, seqs: list[list[int]], kept: list[list[int]], sampling: Sampling
+    ) -> list[str]:
+        """Sample continuations of `seqs`; each output is decoded after its `kept` tokens."""
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         greedy = sampling.temperature <= 0
@@ -104,7 +119,11 @@ class LocalGenerator:
                 use_cache=True,
                 **kwargs,
             )
-            return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+            new = out[:, ids.shape[1] :].tolist()
+            return [
+                self.tokenizer.decode(kept[i] + row, skip_special_tokens=True)
+                for i, row in zip(batch, new, strict=True)
+            ]
 
         return [text.strip() for text in self._by_length(seqs, run)]
 

@@ -1,0 +1,31 @@
+"""Flow `evaluate`: what the systems need (reward model, ablation refiners, BPO optimizer, DPO
+model), every system judged against ours, then the report; as `dvc repro` runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from recast import runs
+from recast.config import load_params
+from tasks import evaluation
+
+
+@flow(name="evaluate")
+def evaluate(
+    params_file: str = "params.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    p = load_params(params_file, overrides or [])
+    reward = evaluation.reward(p)
+    for variant in runs.ABLATIONS:
+        evaluation.ablate(p, variant)
+    evaluation.bpo(p)
+    evaluation.dpo(p)
+    result = evaluation.evaluate(p)
+    written = evaluation.report(p)
+    return {"reward": reward, "cells": result["cells"], "report": written["report"]}
+
+
+if __name__ == "__main__":
+    evaluate()

@@ -1,0 +1,36 @@
+"""Win / loss / tie rates with percentile-bootstrap 95% intervals over prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+OUTCOMES = ("win", "loss", "tie")
+
+
+def rates(outcomes: Sequence[str | None]) -> dict[str, float | None]:
+    """Percent of the parsed outcomes that are win / loss / tie (unparsed ones are excluded and
+    reported on their own); None when nothing was parsed."""
+    parsed = [o for o in outcomes if o is not None]
+    if not parsed:
+        return {k: None for k in OUTCOMES}
+    return {k: 100.0 * sum(o == k for o in parsed) / len(parsed) for k in OUTCOMES}
+
+
+def bootstrap_ci(
+    outcomes: Sequence[str | None], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile interval of each rate, resampling prompts with replacement (None when
+    nothing was parsed)."""
+    parsed = np.array([o for o in outcomes if o is not None])
+    if parsed.size == 0:
+        return {k: None for k in OUTCOMES}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, parsed.size, size=(n_boot, parsed.size))
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for k in OUTCOMES:
+        samples = 100.0 * (parsed[idx] == k).mean(axis=1)
+        out[k] = (float(np.percentile(samples, lo)), float(np.percentile(samples, hi)))
+    return out

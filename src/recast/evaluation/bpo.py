@@ -1,0 +1,147 @@
+"""The BPO baseline (Cheng et al. 2023, "Black-Box Prompt Optimization"), built BPO's way from
+the preference data: a teacher LLM compares the better and the worse answer to each query and
+writes an optimized query that would elicit the better one; a small LM is fine-tuned (TRL SFT)
+to map a query to its optimized form. At evaluation the generator answers the optimized query.
+
+Like recast it rewrites the input of a frozen generator; unlike recast it is trained on what a
+teacher says, not on what the generator does with the rewrite."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.generator import make_generator
+from recast.generator.base import Sampling
+
+TEACHER = (
+    "Here is a user's instruction, a bad response and a good response to it.\n\n"
+    "[Instruction]\n{prompt}\n\n[Bad response]\n{bad}\n\n[Good response]\n{good}\n\n"
+    "Compare the two responses and work out what the user really needs. Then rewrite the "
+    "instruction so that an assistant would give the good response: keep its intent, and add "
+    "the details, constraints and format the good response satisfies. Reply with the "
+    "rewritten instruction only."
+)
+OPTIMIZE = "Rewrite this instruction so that an AI assistant answers it well:\n\n{prompt}"
+SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("optimized", pa.string())])
+
+
+def bpo_stage(params: Params) -> dict[str, Any]:
+    """Optimized queries from the teacher, then the optimizer fine-tuned on them."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from recast.models.load import load_causal_lm, pick_device
+    from recast.runs import load_split
+
+    bp = params.bpo
+    pairs = load_split(params, "train")
+    pairs = pairs[: bp.train_size] if bp.train_size else pairs
+    teacher = make_generator(
+        dataclasses.replace(
+            params.generator,
+            backend=bp.teacher_backend,
+            model=bp.teacher,
+            endpoints=list(bp.teacher_endpoints),
+            dtype="auto",
+        )
+    )
+    t0 = time.perf_counter()
+    try:
+        written = teacher.generate(
+            [TEACHER.format(prompt=p.prompt, bad=p.rejected, good=p.chosen) for p in pairs],
+            Sampling(max_new_tokens=bp.max_new_tokens, temperature=0.0),
+        )
+    finally:
+        teacher.close()
+    teacher_seconds = time.perf_counter() - t0
+    # an empty rewrite, or the query itself, teaches nothing: keep the rest, count the drops
+    kept = [
+        (p, w.strip())
+        for p, w in zip(pairs, written, strict=True)
+        if w.strip() and w.strip() != p.prompt
+    ]
+    out = Path(bp.out_dir)
+    rows = [{"id": p.id, "prompt": p.prompt, "optimized": w} for p, w in kept]
+    io.write_parquet(out / "pairs.parquet", pa.Table.from_pylist(rows, SCHEMA))
+    if not kept:
+        from recast.errors import RecastError
+
+        raise RecastError(f"the BPO teacher {bp.teacher} wrote no usable optimized query")
+
+    device = pick_device(params.generator.device)
+    model, tokenizer = load_causal_lm(bp.model, "float32", device)
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": OPTIMIZE.format(prompt=p.prompt)}],
+                "completion": [{"role": "assistant", "content": w}],
+            }
+            for p, w in kept
+        ]
+    )
+    work = out / "trainer"
+    args = SFTConfig(
+        output_dir=str(work),
+        learning_rate=bp.lr,
+        num_train_epochs=bp.epochs,
+        per_device_train_batch_size=bp.batch_size,
+        max_length=bp.max_length,
+        seed=bp.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=device == "cpu",
+        bf16=False,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    tmp = out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out / "model", ignore_errors=True)
+    tmp.rename(out / "model")
+    shutil.rmtree(work, ignore_errors=True)
+    metrics = {
+        "pairs": len(pairs),
+        "optimized_kept": len(kept),
+        "teacher": bp.teacher,
+        "teacher_seconds": teacher_seconds,
+        "first_loss": logs[0]["loss"] if logs else None,
+        "final_loss": logs[-1]["loss"] if logs else None,
+        "seconds": time.perf_counter() - t0,
+    }
+    io.write_json(out / "log.json", logs)
+    io.write_json(METRICS_DIR / "bpo.json", metrics)
+    return metrics
+
+
+def optimize(params: Params, questions: list[str]) -> list[str]:
+    """BPO(x) for each query, greedy; an empty output falls back to the query itself."""
+    path = Path(params.bpo.out_dir) / "model"
+    if not (path / "config.json").exists():
+        from recast.errors import RecastError
+
+        raise RecastError(f"no BPO optimizer at {path}: run `recast bpo` first")
+    optimizer = make_generator(
+        dataclasses.replace(params.generator, backend="local", model=str(path), dtype="float32")
+    )
+    try:
+        out = optimizer.generate(
+            [OPTIMIZE.format(prompt=q) for q in questions],
+            Sampling(max_new_tokens=params.bpo.max_new_tokens, temperature=0.0),
+        )
+    finally:
+        optimizer.close()
+    return [o or q for o, q in zip(out, questions, strict=True)]

@@ -1,0 +1,193 @@
+"""The report: Table 2's layout (win / loss / tie % of "ours vs X" per set, with bootstrap 95%
+intervals and n), the judge's measured trust, the reward model's accuracy, and each system's
+mean reward, reward variance and generator cost; as Markdown, HTML and bar plots."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+
+NAMES = {
+    "org": "ORG",
+    "ours": "ours",
+    "bon": "BoN",
+    "sr": "SR",
+    "dpo": "DPO",
+    "bpo": "BPO",
+    "no_cmaes": "ours without CMA-ES",
+    "omega_0": "ours with ω = 0",
+}
+
+
+def _cell(c: dict[str, Any]) -> str:
+    if c["win"] is None:
+        return f"no verdict parsed ({c['unparsed']} of {c['n']})"
+    ci = c["ci95"]
+    return (
+        f"{c['win']:.0f} / {c['loss']:.0f} / {c['tie']:.0f} "
+        f"(win {ci['win'][0]:.0f}–{ci['win'][1]:.0f}, n={c['n'] - c['unparsed']})"
+    )
+
+
+def _percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for each table of the report."""
+    sets = [*params.evaluate.sets, "all"]
+    versus = list(dict.fromkeys(c["versus"] for c in result["cells"]))
+    by = {(c["versus"], c["set"]): c for c in result["cells"]}
+    wlt = [[f"ours vs {NAMES.get(v, v)}", *(_cell(by[(v, s)]) for s in sets)] for v in versus]
+    trust = [
+        [
+            src,
+            _percent(a["accuracy"]),
+            _percent(a["ties"]),
+            _percent(a["position_consistency"]),
+            str(a["unparsed"]),
+            str(a["n"]),
+        ]
+        for src, a in result["judge"]["agreement"].items()
+    ]
+    systems = [
+        [
+            NAMES.get(name, name),
+            f"{s['reward_mean']:.3f}",
+            f"{s['reward_var']:.3f}",
+            str(s["calls"]),
+            str(s["tokens"]),
+        ]
+        for name, s in result["systems"].items()
+    ]
+    judge = f"{result['judge']['model']} ({result['judge']['mode']})"
+    return [
+        (
+            f"Win / loss / tie % of ours against each system (judge: {judge}; "
+            "bootstrap 95% interval of the win rate; n = parsed verdicts)",
+            ["", *sets],
+            wlt,
+        ),
+        (
+            "The judge against labelled pairs (accuracy = prefers the labelled better answer)",
+            ["labels", "accuracy", "ties", "position consistency", "unparsed", "pairs"],
+            trust,
+        ),
+        (
+            "Reward (Bradley-Terry reward model) and generator cost per system",
+            ["system", "mean reward", "reward variance", "generator calls", "tokens"],
+            systems,
+        ),
+    ]
+
+
+def _markdown(title: str, header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
+def _plots(params: Params, result: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    cells = [c for c in result["cells"] if c["set"] in params.evaluate.sets or c["set"] == "all"]
+    labels = [f"vs {NAMES.get(c['versus'], c['versus'])} · {c['set']}" for c in cells]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cells) + 1.2))
+    left = [0.0] * len(cells)
+    for key, color in (("win", "#2a9d8f"), ("tie", "#bbbbbb"), ("loss", "#e76f51")):
+        values = [c[key] or 0.0 for c in cells]  # a cell with no parsed verdict: an empty bar
+        ax.barh(labels, values, left=left, color=color, label=key)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_xlabel("% of prompts (ours vs system)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(out / "winrates.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    files.append("winrates.png")
+
+    names = list(result["systems"])
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(
+        [NAMES.get(n, n) for n in names],
+        [result["systems"][n]["reward_mean"] for n in names],
+        yerr=[result["systems"][n]["reward_var"] ** 0.5 for n in names],
+        color="#457b9d",
+    )
+    ax.set_ylabel("reward (mean ± sd)")
+    fig.tight_layout()
+    with io.atomic_path(out / "reward.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    files.append("reward.png")
+    return files
+
+
+def report_stage(params: Params) -> dict[str, Any]:
+    """reports/eval/report.md and report.html (with the plots) from `evaluate`'s results."""
+    out = Path(params.evaluate.out_dir)
+    path = out / "results.json"
+    if not path.exists():
+        raise RecastError(f"{path} is missing: run `recast eval` first")
+    result = io.read_json(path)
+    reward = (
+        io.read_json(METRICS_DIR / "reward.json")
+        if (METRICS_DIR / "reward.json").exists()
+        else None
+    )
+    parts = tables(params, result)
+    sizes = ", ".join(f"{k}: {v}" for k, v in result["prompts"].items())
+    intro = [
+        "# recast evaluation",
+        "",
+        f"Prompts per set ({sizes}); every system is answered by the generator "
+        f"`{params.generator.model}`. Empty refinements (x' fell back to x): "
+        f"{result['empty_refinements']}.",
+    ]
+    if reward:
+        intro.append(
+            f"Reward model `{params.reward.encoder}`: held-out pairwise accuracy "
+            f"{100 * reward['dev_accuracy']:.1f}% on {reward['dev_pairs']} dev pairs."
+        )
+    if result.get("mlflow_run_id"):
+        intro.append(
+            f"MLflow run `{result['mlflow_run_id']}`: `recast trace {result['mlflow_run_id']}` "
+            "leads from these cells to the training run and its inputs."
+        )
+    plots = _plots(params, result, out)
+    md = "\n".join(intro) + "\n\n" + "\n".join(_markdown(*t) for t in parts)
+    md += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in intro[1:] if line)
+    body += "".join(_html(*t) for t in parts)
+    body += "".join(f'<img src="{p}" alt="{p}">' for p in plots)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>recast evaluation</title>"
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+        "table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+        "img{max-width:100%}</style></head><body><h1>recast evaluation</h1>"
+        f"{body}</body></html>"
+    )
+    io.write_text(out / "report.md", md)
+    io.write_text(out / "report.html", page)
+    return {"report": str(out / "report.md"), "html": str(out / "report.html"), "plots": plots}

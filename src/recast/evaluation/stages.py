@@ -1,0 +1,391 @@
+"""The evaluation stages, called alike by the CLI (hence DVC) and the Prefect tasks:
+`reward` (train the Bradley-Terry reward model), `evaluate` (every system's answers, the judge's
+win / loss / tie cells against "ours", rewards and costs) and `report` (Markdown, HTML, plots).
+
+Each system's answers are written as soon as they exist, keyed by the inputs that made them, so
+a killed `evaluate` resumes without regenerating them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+from recast.evaluation.bon import best_of_n
+from recast.evaluation.bootstrap import bootstrap_ci, rates
+from recast.evaluation.bpo import optimize
+from recast.evaluation.judge import Agreement, PairwiseJudge, PointwiseJudge, agreement
+from recast.evaluation.reward import RewardModel, pairwise_accuracy, train_reward
+from recast.evaluation.sr import speculative_rejection
+from recast.generator import make_generator
+from recast.generator.base import Generator, Sampling
+from recast.records import EvalPrompt
+from recast.tracking import Tracker
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- reward model ----------------------------------------------------------------------------
+
+
+def reward_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
+    """Train r_ω on D (Eq. 4); report its pairwise accuracy on the held-out dev split."""
+    from recast.runs import load_split
+
+    rp = params.reward
+    train, dev = load_split(params, "train"), load_split(params, "dev")
+    train = train[: rp.train_size] if rp.train_size else train
+    log(f"reward model: {rp.encoder} + scalar head on {len(train)} pairs")
+    model = RewardModel.from_encoder(rp.encoder, rp.max_length)
+    losses = train_reward(model, train, rp.epochs, rp.lr, rp.batch_size, rp.seed)
+    out = Path(rp.out_dir)
+    model.save(out / "model")
+    metrics = {
+        "train_pairs": len(train),
+        "dev_pairs": len(dev),
+        "final_loss": float(np.mean(losses[-10:])),
+        "train_accuracy": pairwise_accuracy(model, train[:256]),
+        "dev_accuracy": pairwise_accuracy(model, dev),
+    }
+    io.write_json(out / "losses.json", losses)
+    io.write_json(METRICS_DIR / "reward.json", metrics)
+    return metrics
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def eval_prompts(params: Params) -> list[EvalPrompt]:
+    path = Path(params.pairs.out_dir) / "eval.parquet"
+    if not path.exists():
+        raise RecastError(f"{path} is missing: run `dvc repro pairs` or `recast data build`")
+    rows = [EvalPrompt.from_row(r) for r in io.read_parquet(path).to_pylist()]
+    ev = params.evaluate
+    out: list[EvalPrompt] = []
+    for name in ev.sets:
+        in_set = [r for r in rows if r.set == name]
+        if not in_set:
+            raise RecastError(f"evaluation set {name!r} has no prompts in {path}")
+        out += in_set[: ev.max_prompts] if ev.max_prompts else in_set
+    return out
+
+
+@dataclasses.dataclass
+class Answers:
+    """One system's answers to every evaluation prompt, and what they cost."""
+
+    system: str
+    answers: list[str]
+    calls: int
+    """Generator calls (a Best-of-N prompt costs N)."""
+    tokens: int
+    """Tokens the generator produced, counted with the refiner's tokenizer."""
+    sent: list[str] | None = None
+    """What the generator was asked (x' for "ours"), where it differs from the query."""
+
+
+ABLATIONS = {"no_cmaes": "no-cmaes", "omega_0": "omega-0"}
+
+
+def _refiner_spec(params: Params, system: str) -> str:
+    """The refiner behind "ours" or an ablation (Table 3: without CMA-ES; Figure 3: ω = 0)."""
+    from recast.runs import final_checkpoint
+
+    if system == "ours":
+        return params.evaluate.refiner or str(final_checkpoint(params))
+    folder = Path(params.evaluate.ablations_dir) / ABLATIONS[system]
+    path = folder / f"round-{params.refiner.rounds}" / "refiner"
+    if not (path / "config.json").exists():
+        raise RecastError(f"no {system} refiner at {path}: run `dvc repro ablate` first")
+    return str(path)
+
+
+def _refined(params: Params, questions: list[str], spec: str) -> list[str]:
+    """x' = p_im(x) at ξ = 0 from a trained refiner, in batches."""
+    import torch
+
+    from recast.refiner.model import Refiner
+    from recast.refiner.prompts import p_x
+
+    refiner = Refiner.load(spec, params.refiner.dtype, params.refiner.device)
+    out: list[str] = []
+    with torch.inference_mode():
+        for s in range(0, len(questions), 8):
+            prefix = refiner.encode_prefix([p_x(q) for q in questions[s : s + 8]])
+            e = refiner.base_embeddings()[None].expand(prefix.mask.shape[0], -1, -1)
+            out += refiner.decode(prefix, e, params.refiner.max_refined_tokens)
+    # an empty x' would send nothing: fall back to the query, and count it in the report
+    return [x_ or q for x_, q in zip(out, questions, strict=True)]
+
+
+def _system(
+    name: str,
+    params: Params,
+    generator: Generator,
+    reward: RewardModel,
+    questions: list[str],
+    count: Callable[[str], int],
+) -> Answers:
+    ev = params.evaluate
+    greedy = Sampling(max_new_tokens=ev.max_new_tokens, temperature=0.0, seed=ev.seed)
+    sampled = dataclasses.replace(
+        greedy, temperature=ev.temperature, top_p=params.sampling.top_p, top_k=params.sampling.top_k
+    )
+    if name == "org":
+        answers = generator.generate(questions, greedy)
+        return Answers(name, answers, len(questions), sum(map(count, answers)))
+    if name == "ours" or name in ABLATIONS:
+        sent = _refined(params, questions, _refiner_spec(params, name))
+        answers = generator.generate(sent, greedy)
+        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+    if name == "bpo":
+        sent = optimize(params, questions)
+        answers = generator.generate(sent, greedy)
+        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+    if name == "dpo":  # the white-box baseline: a DPO-tuned copy of the generator, locally
+        path = Path(params.dpo.out_dir) / "model"
+        if not (path / "config.json").exists():
+            raise RecastError(f"no DPO model at {path}: run `recast dpo` first")
+        tuned = make_generator(
+            dataclasses.replace(params.generator, backend="local", model=str(path))
+        )
+        try:
+            answers = tuned.generate(questions, greedy)
+        finally:
+            tuned.close()
+        return Answers(name, answers, len(questions), sum(map(count, answers)))
+    if name == "bon":
+        answers, _, calls, tokens = best_of_n(
+            generator, reward, questions, ev.bon_n, sampled, count
+        )
+        return Answers(name, answers, calls, tokens)
+    if name == "sr":
+        answers, _, calls, tokens = speculative_rejection(
+            generator, reward, questions, ev.sr_n, ev.sr_alpha, ev.sr_chunk, sampled, count
+        )
+        return Answers(name, answers, calls, tokens)
+    raise RecastError(
+        f"evaluate.systems: unknown system {name!r} "
+        "(org, ours, bon, sr, bpo, dpo, no_cmaes, omega_0)"
+    )
+
+
+def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
+    """What a system's answers depend on: rerun only when one of these changes."""
+    parts = {
+        "system": name,
+        "prompts": [p.id for p in prompts],
+        "generator": dataclasses.asdict(params.generator),
+        "evaluate": {
+            k: v
+            for k, v in dataclasses.asdict(params.evaluate).items()
+            if not k.startswith(("judge", "agreement", "n_boot", "out_dir", "sets", "max_prompts"))
+        },
+        "sampling": dataclasses.asdict(params.sampling),
+    }
+    if name == "ours" or name in ABLATIONS:
+        parts["refiner"] = dataclasses.asdict(params.refiner)
+        spec = _refiner_spec(params, name)
+        weights = Path(spec) / "model.safetensors"
+        # the weights' digest: a retrained refiner must be answered afresh
+        parts["weights"] = io.sha256_file(weights) if weights.exists() else spec
+    if name == "bpo":
+        parts["bpo"] = dataclasses.asdict(params.bpo)
+        weights = Path(params.bpo.out_dir) / "model" / "model.safetensors"
+        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
+    if name == "dpo":
+        parts["dpo"] = dataclasses.asdict(params.dpo)
+        weights = Path(params.dpo.out_dir) / "model" / "model.safetensors"
+        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
+    if name in ("bon", "sr"):
+        parts["reward"] = dataclasses.asdict(params.reward)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _judge(params: Params) -> tuple[PairwiseJudge | PointwiseJudge, Generator]:
+    ev = params.evaluate
+    spec = dataclasses.replace(
+        params.generator,
+        backend=ev.judge_backend,
+        model=ev.judge_model,
+        endpoints=list(ev.judge_endpoints),
+        dtype="auto",
+    )
+    backend = make_generator(spec)
+    if ev.judge_mode == "pairwise":
+        return PairwiseJudge(backend, ev.judge_max_new_tokens), backend
+    if ev.judge_mode == "pointwise":
+        return PointwiseJudge(backend, ev.judge_tie_margin), backend
+    raise RecastError(f"evaluate.judge_mode {ev.judge_mode!r} is not pairwise or pointwise")
+
+
+def _agreement(params: Params, judge: PairwiseJudge | PointwiseJudge) -> dict[str, Agreement]:
+    """The judge against labels: BPO-test good_res vs bad_res, HH-RLHF chosen vs rejected."""
+    from recast.runs import load_split
+
+    n = params.evaluate.agreement_pairs
+    path = Path(params.pairs.out_dir) / "eval.parquet"
+    bpo = [EvalPrompt.from_row(r) for r in io.read_parquet(path).to_pylist()]
+    bpo = [p for p in bpo if p.set == "bpo_test" and p.reference and p.meta.get("bad_res")][:n]
+    hh = [p for p in load_split(params, "dev") if p.source == "hh_rlhf"][:n]
+    out: dict[str, Agreement] = {}
+    if bpo:
+        out["bpo_test"] = agreement(
+            judge,
+            [p.prompt for p in bpo],
+            [p.reference for p in bpo],
+            [p.meta["bad_res"] for p in bpo],
+        )
+    if hh:
+        out["hh_rlhf"] = agreement(
+            judge, [p.prompt for p in hh], [p.chosen for p in hh], [p.rejected for p in hh]
+        )
+    return out
+
+
+def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
+    """Every system's answers, the judge's cells "ours vs X" per set, rewards and costs."""
+    from recast.models.load import load_tokenizer
+
+    ev = params.evaluate
+    out = Path(ev.out_dir)
+    prompts = eval_prompts(params)
+    questions = [p.prompt for p in prompts]
+    if "ours" not in ev.systems:
+        raise RecastError("evaluate.systems must include 'ours': every cell is ours vs a system")
+    reward_dir = Path(params.reward.out_dir) / "model"
+    if not (reward_dir / "head.pt").exists():
+        raise RecastError(f"no reward model at {reward_dir}: run `recast reward` first")
+    reward = RewardModel.load(reward_dir)
+    tokenizer = load_tokenizer(params.refiner.model)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    generator = make_generator(params.generator)
+    systems: dict[str, Answers] = {}
+    try:
+        for name in ev.systems:
+            key = _answers_key(params, name, prompts)
+            path = out / "answers" / f"{name}.json"
+            if path.exists() and io.read_json(path).get("key") == key:
+                log(f"{name}: answers from an earlier run ({path})")
+                systems[name] = Answers(**io.read_json(path)["answers"])
+                continue
+            log(f"{name}: answering {len(prompts)} prompts")
+            systems[name] = _system(name, params, generator, reward, questions, count)
+            io.write_json(path, {"key": key, "answers": dataclasses.asdict(systems[name])})
+    finally:
+        generator.close()
+
+    rewards = {name: reward.score(questions, a.answers) for name, a in systems.items()}
+    log(f"judge: {ev.judge_model} ({ev.judge_mode}) on {len(ev.systems) - 1} comparisons")
+    judge, judge_backend = _judge(params)
+    try:
+        trust = _agreement(params, judge)
+        cells = []
+        ours = systems["ours"].answers
+        for other in [s for s in ev.systems if s != "ours"]:
+            judged = judge.judge(questions, ours, systems[other].answers)
+            for set_name in [*ev.sets, "all"]:
+                idx = [i for i, p in enumerate(prompts) if set_name in ("all", p.set)]
+                outcomes = [judged.outcomes[i] for i in idx]
+                cells.append(
+                    {
+                        "set": set_name,
+                        "versus": other,
+                        "n": len(idx),
+                        "unparsed": sum(o is None for o in outcomes),
+                        **rates(outcomes),
+                        "ci95": bootstrap_ci(outcomes, ev.n_boot, ev.seed),
+                    }
+                )
+            io.write_json(
+                out / "judgments" / f"ours_vs_{other}.json",
+                [
+                    {"id": p.id, "set": p.set, "outcome": o, "raw": list(r) if r else None}
+                    for p, o, r in zip(
+                        prompts,
+                        judged.outcomes,
+                        judged.raw or [None] * len(prompts),
+                        strict=True,
+                    )
+                ],
+            )
+    finally:
+        judge_backend.close()
+
+    result = {
+        "prompts": {s: sum(p.set == s for p in prompts) for s in ev.sets},
+        "judge": {
+            "model": ev.judge_model,
+            "mode": ev.judge_mode,
+            "agreement": {k: dataclasses.asdict(v) for k, v in trust.items()},
+        },
+        "cells": cells,
+        "systems": {
+            name: {
+                "calls": a.calls,
+                "tokens": a.tokens,
+                "reward_mean": float(np.mean(rewards[name])),
+                "reward_var": float(np.var(rewards[name])),
+            }
+            for name, a in systems.items()
+        },
+        "empty_refinements": sum(
+            s == q for s, q in zip(systems["ours"].sent or [], questions, strict=False)
+        ),
+    }
+    result["mlflow_run_id"] = _track(params, result)
+    io.write_json(out / "results.json", result)
+    io.write_json(METRICS_DIR / "eval.json", _flat_metrics(result))
+    return result
+
+
+def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """DVC metrics: one key per table cell, agreement and system figure."""
+    flat: dict[str, Any] = {}
+    for c in result["cells"]:
+        cell = f"{c['set']}/ours_vs_{c['versus']}"
+        for k in ("win", "loss", "tie"):
+            flat[f"{cell}/{k}"] = None if c[k] is None else round(c[k], 2)
+        flat[f"{cell}/unparsed"] = c["unparsed"]
+    for src, a in result["judge"]["agreement"].items():
+        flat[f"judge/{src}/accuracy"] = a["accuracy"]
+        flat[f"judge/{src}/position_consistency"] = a["position_consistency"]
+    for name, s in result["systems"].items():
+        for k, v in s.items():
+            flat[f"system/{name}/{k}"] = v
+    return flat
+
+
+def _track(params: Params, result: dict[str, Any]) -> str | None:
+    """An MLflow run `evaluate`: every cell, the judge's agreement, rewards and costs; tagged
+    with the training run and refiner it judged, so each table cell traces back."""
+    tracker = Tracker(params)
+    summary = Path(params.refiner.out_dir) / "summary.json"
+    tags = {
+        "stage": "evaluate",
+        "judge": f"{params.evaluate.judge_model} ({params.evaluate.judge_mode})",
+        "refiner": params.evaluate.refiner or "last round",
+    }
+    if summary.exists() and io.read_json(summary).get("mlflow_run_id"):
+        tags["train_run_id"] = io.read_json(summary)["mlflow_run_id"]
+    with tracker.run("evaluate", tags=tags) as run_id:
+        tracker.log_params({"evaluate": dataclasses.asdict(params.evaluate)})
+        tracker.log_metrics({k.replace("/", "."): v for k, v in _flat_metrics(result).items()})
+    return run_id

@@ -1,0 +1,122 @@
+"""`recast reward`, `recast eval` and `recast report` end to end on real evaluation prompts,
+with a tiny random LM as generator, refiner and judge (mechanics, not quality)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, tiny_eval
+from typer.testing import CliRunner
+
+from recast.cli import app
+from recast.config import load_params
+from recast.data import stages
+
+
+@pytest.fixture
+def eval_overrides(in_tmp: Path, tiny_lm: str, minilm: str) -> list[str]:
+    overrides = [
+        f"ingest.root={SAMPLES}",
+        f"generator.model={tiny_lm}",
+        f"refiner.model={tiny_lm}",
+        "refiner.max_refined_tokens=6",
+        f"evaluate.refiner={tiny_lm}",
+        *tiny_eval(tiny_lm, minilm),
+        "tracking.enabled=false",
+    ]
+    stages.build(load_params("params.yaml", overrides))
+    return overrides
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def test_reward_dpo_eval_report_end_to_end(
+    eval_overrides: list[str], in_tmp: Path, tiny_lm: str
+) -> None:
+    code, output = run("reward", *sets(eval_overrides))
+    assert code == 0, output
+    reward = json.loads((in_tmp / "metrics" / "reward.json").read_text())
+    assert reward["train_pairs"] == 8 and 0.0 <= reward["dev_accuracy"] <= 1.0
+
+    code, output = run("dpo", *sets(eval_overrides))
+    assert code == 0, output
+    dpo = json.loads((in_tmp / "metrics" / "dpo.json").read_text())
+    assert dpo["pairs"] == 4 and dpo["steps"] == 2 and dpo["final_loss"] > 0
+    assert (in_tmp / "runs" / "dpo" / "model" / "config.json").exists()
+
+    code, output = run("bpo", *sets(eval_overrides))
+    assert code == 0, output
+    bpo = json.loads((in_tmp / "metrics" / "bpo.json").read_text())
+    assert bpo["pairs"] == 4 and bpo["optimized_kept"] >= 1 and bpo["final_loss"] > 0
+
+    # the ablations' refiners, where `dvc repro ablate` puts them (here: the tiny LM as is)
+    from recast.refiner.model import Refiner
+    from recast.training import save_refiner
+
+    for variant in ("no-cmaes", "omega-0"):
+        save_refiner(Refiner.load(tiny_lm), in_tmp / "runs/ablations" / variant / "round-2/refiner")
+
+    code, output = run("eval", *sets(eval_overrides))
+    assert code == 0, output
+    result = json.loads((in_tmp / "reports" / "eval" / "results.json").read_text())
+    assert result["prompts"] == {"bpo_test": 2, "dolly_eval": 2, "vicuna_eval": 2,
+                                 "self_instruct_eval": 2}  # fmt: skip
+    cells = {(c["versus"], c["set"]) for c in result["cells"]}
+    versus = ("org", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0")
+    assert cells == {(v, s) for v in versus for s in [*result["prompts"], "all"]}
+    for cell in result["cells"]:
+        assert cell["n"] == (8 if cell["set"] == "all" else 2)
+        parsed = cell["n"] - cell["unparsed"]
+        if parsed:
+            assert cell["win"] + cell["loss"] + cell["tie"] == pytest.approx(100.0)
+        else:  # a random judge writes no [[A]]/[[B]]/[[C]]: counted, never guessed
+            assert cell["win"] is None and cell["ci95"]["win"] is None
+    systems = result["systems"]
+    assert systems["org"]["calls"] == 8 and systems["bon"]["calls"] == 16  # N calls a prompt
+    assert 8 <= systems["sr"]["calls"] <= 4 * 8 * 2  # 4 starts a prompt, then fewer survive
+    assert set(result["judge"]["agreement"]) == {"bpo_test", "hh_rlhf"}
+    assert "ours vs ORG" in output
+
+    code, output = run("report", *sets(eval_overrides))
+    assert code == 0, output
+    report = (in_tmp / "reports" / "eval" / "report.md").read_text()
+    assert "ours vs BoN" in report and "ours vs ours without CMA-ES" in report
+    assert "reward.png" in report
+    assert (in_tmp / "reports" / "eval" / "winrates.png").stat().st_size > 0
+    assert "<table>" in (in_tmp / "reports" / "eval" / "report.html").read_text()
+
+    # a second run reuses every system's answers (a killed run resumes the same way)
+    from recast.evaluation.stages import evaluate_stage
+
+    logs: list[str] = []
+    evaluate_stage(load_params("params.yaml", eval_overrides), logs.append)
+    assert sum("answers from an earlier run" in m for m in logs) == 8
+
+
+def test_pointwise_judge_always_gives_a_verdict(eval_overrides: list[str], in_tmp: Path) -> None:
+    from recast.evaluation.stages import evaluate_stage, reward_stage
+
+    params = load_params(
+        "params.yaml",
+        [*eval_overrides, "evaluate.judge_mode=pointwise", "evaluate.systems=[org, ours]"],
+    )
+    reward_stage(params)
+    result = evaluate_stage(params)
+    for cell in result["cells"]:
+        assert cell["unparsed"] == 0
+        assert cell["win"] + cell["loss"] + cell["tie"] == pytest.approx(100.0)
+    assert result["judge"]["agreement"]["hh_rlhf"]["position_consistency"] == 1.0
+
+
+def test_eval_without_a_reward_model_says_what_to_run(eval_overrides: list[str]) -> None:
+    code, output = run("eval", *sets(eval_overrides))
+    assert code == 1 and "run `recast reward` first" in output

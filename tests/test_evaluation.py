@@ -1,0 +1,174 @@
+"""The judge's parsing and order-swapping (against scripted judges), the Bradley-Terry loss and
+its gradient, Best-of-N's selection, and bootstrap intervals on a known case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_search import real_pairs
+
+from recast.evaluation.bon import best_of_n, select_best
+from recast.evaluation.bootstrap import bootstrap_ci, rates
+from recast.evaluation.judge import (
+    PairwiseJudge,
+    PointwiseJudge,
+    agreement,
+    combine,
+    parse_verdict,
+)
+from recast.evaluation.reward import RewardModel, bt_loss, pairwise_accuracy, train_reward
+from recast.generator.base import Sampling
+
+PAIRS = real_pairs(12)
+QUESTIONS = [p.prompt for p in PAIRS]
+CHOSEN = [p.chosen for p in PAIRS]
+REJECTED = [p.rejected for p in PAIRS]
+
+
+def test_parse_verdict_reads_the_last_bracketed_verdict_only() -> None:
+    assert parse_verdict("Assistant A is more detailed. [[A]]") == "A"
+    assert parse_verdict("I first thought [[A]], but on reflection [[B]]") == "B"
+    assert parse_verdict("Both are equally good.\n\n[[C]]") == "C"
+    assert parse_verdict("Assistant A is better. [A]") is None  # not the format asked for
+    assert parse_verdict("[[D]]") is None
+    assert parse_verdict("") is None
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "outcome"),
+    [
+        ("A", "B", "win"),  # ours preferred in both orders
+        ("B", "A", "loss"),
+        ("C", "C", "tie"),
+        ("A", "A", "tie"),  # always the first position: the verdict flips with the order
+        ("B", "B", "tie"),
+        ("A", "C", "tie"),
+        ("A", None, None),  # unparsed in one order: counted apart, never guessed
+    ],
+)
+def test_combine_follows_the_fastchat_convention(first, second, outcome) -> None:
+    assert combine(first, second) == outcome
+
+
+class ScriptedJudge:
+    """A judge backend whose verdict is a fixed rule of the prompt it is shown."""
+
+    def __init__(self, rule) -> None:
+        self.rule, self.prompts = rule, []
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        self.prompts += prompts
+        return [self.rule(p) for p in prompts]
+
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]:
+        return [self.rule(p, t) for p, t in zip(prompts, targets, strict=True)]
+
+    def close(self) -> None:
+        pass
+
+
+def answer_in(prompt: str, slot: str) -> str:
+    start = prompt.index(f"[The Start of Assistant {slot}'s Answer]\n")
+    end = prompt.index(f"\n[The End of Assistant {slot}'s Answer]")
+    return prompt[start:end].split("\n", 1)[1]
+
+
+def test_pairwise_judge_swaps_the_order_and_knows_the_chosen_answer() -> None:
+    chosen = set(CHOSEN)
+    oracle = ScriptedJudge(
+        lambda p: "A is the chosen one. [[A]]" if answer_in(p, "A") in chosen else "[[B]]"
+    )
+    result = agreement(PairwiseJudge(oracle), QUESTIONS, CHOSEN, REJECTED)
+    assert result.accuracy == 1.0 and result.position_consistency == 1.0
+    assert result.unparsed == 0 and result.n == 12
+    assert len(oracle.prompts) == 24  # each pair in both orders
+    first, swapped = oracle.prompts[0], oracle.prompts[12]
+    assert answer_in(first, "A") == answer_in(swapped, "B") == CHOSEN[0]
+    assert first.startswith("Please act as an impartial judge")
+
+
+def test_a_position_biased_judge_only_produces_ties() -> None:
+    biased = ScriptedJudge(lambda p: "[[A]]")
+    result = agreement(PairwiseJudge(biased), QUESTIONS, CHOSEN, REJECTED)
+    assert result.accuracy == 0.0 and result.ties == 1.0
+    assert result.position_consistency == 0.0
+
+
+def test_unparsable_judge_output_is_counted_not_guessed() -> None:
+    rambling = iter(["[[A]]", "I cannot decide."] * 12)
+    judged = PairwiseJudge(ScriptedJudge(lambda p: next(rambling))).judge(
+        QUESTIONS[:6], CHOSEN[:6], REJECTED[:6]
+    )
+    assert judged.unparsed == 3  # prompts 1, 3, 5 lost their verdict in the first order
+    assert judged.counts().total() == 3
+
+
+def test_pointwise_judge_compares_p_yes() -> None:
+    chosen = set(CHOSEN)
+
+    def ce(prompt: str, target: str) -> float:  # Yes is likely for chosen answers
+        good = any(c in prompt for c in chosen)
+        return -math.log(0.9 if (target == "Yes") == good else 0.1)
+
+    judge = PointwiseJudge(ScriptedJudge(ce))
+    assert judge.p_good(QUESTIONS[:1], CHOSEN[:1])[0] == pytest.approx(0.9)
+    result = agreement(judge, QUESTIONS, CHOSEN, REJECTED)
+    assert result.accuracy == 1.0
+
+
+def test_bootstrap_interval_on_a_known_case() -> None:
+    outcomes = ["win"] * 50 + ["loss"] * 50 + [None] * 7
+    assert rates(outcomes) == {"win": 50.0, "loss": 50.0, "tie": 0.0}
+    ci = bootstrap_ci(outcomes, n_boot=4000, seed=1)
+    half = 1.96 * math.sqrt(0.25 / 100) * 100  # the normal approximation: ±9.8 points
+    assert ci["win"][0] == pytest.approx(50 - half, abs=1.5)
+    assert ci["win"][1] == pytest.approx(50 + half, abs=1.5)
+    assert ci["tie"] == (0.0, 0.0)
+    assert bootstrap_ci(["win"] * 20)["win"] == (100.0, 100.0)
+
+
+def test_bradley_terry_loss_and_gradient() -> None:
+    r_w = torch.tensor([2.0, 0.0, -1.0], requires_grad=True)
+    r_l = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)
+    loss = bt_loss(r_w, r_l)
+    delta = torch.tensor([2.0, 0.0, -2.0])
+    assert loss.item() == pytest.approx(float(torch.log1p(torch.exp(-delta)).mean()))
+    loss.backward()
+    expected = -(1 - torch.sigmoid(delta)) / 3  # d/dr_w of -log σ(r_w - r_l), averaged
+    assert torch.allclose(r_w.grad, expected) and torch.allclose(r_l.grad, -expected)
+
+
+def test_select_best_and_best_of_n() -> None:
+    assert select_best([[0.1, 0.7, 0.3], [2.0, 2.0, 1.0]]) == [1, 0]
+
+    class LengthReward:
+        def score(self, questions: list[str], answers: list[str]) -> list[float]:
+            return [float(len(a)) for a in answers]
+
+    samples = {0: CHOSEN[:3], 1: REJECTED[:3], 2: [CHOSEN[3]] * 3}
+    generator = ScriptedJudge(None)
+    generator.generate = lambda prompts, sampling: samples[sampling.seed]  # type: ignore[method-assign]
+    answers, rewards, calls, tokens = best_of_n(
+        generator, LengthReward(), QUESTIONS[:3], 3, Sampling(temperature=0.7, seed=0), len
+    )
+    for i, answer in enumerate(answers):
+        assert len(answer) == max(len(samples[k][i]) for k in range(3)) == rewards[i]
+    assert calls == 9 and tokens == sum(len(a) for k in range(3) for a in samples[k])
+    with pytest.raises(ValueError, match="identical samples"):
+        best_of_n(generator, LengthReward(), QUESTIONS[:3], 3, Sampling(temperature=0.0))
+
+
+@pytest.mark.slow
+def test_reward_model_learns_real_preferences(minilm: str, tmp_path) -> None:
+    pairs = real_pairs(32)
+    model = RewardModel.from_encoder(minilm, max_length=64)
+    losses = train_reward(model, pairs, epochs=3, lr=1e-4, batch_size=8)
+    assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6  # Eq. 4 goes down
+    assert pairwise_accuracy(model, pairs) >= 0.8  # it fits the pairs it saw
+    model.save(tmp_path / "rm")
+    again = RewardModel.load(tmp_path / "rm")
+    assert again.score(QUESTIONS[:2], CHOSEN[:2]) == pytest.approx(
+        model.score(QUESTIONS[:2], CHOSEN[:2]), abs=1e-5
+    )
