@@ -1,5 +1,6 @@
 """Flow `evaluate`: what the systems need (reward model, ablation refiners, BPO optimizer, DPO
-model), every system judged against ours, then the report; as `dvc repro` runs them."""
+model, Align-Pro prompter), every comparison judged, then the report; as `dvc repro` runs
+them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prefect import flow
 
 from recast import runs
 from recast.config import load_params
-from tasks import evaluation
+from tasks import evaluation, prompter
 
 
 @flow(name="evaluate")
@@ -22,6 +23,7 @@ def evaluate(
         evaluation.ablate(p, variant)
     evaluation.bpo(p)
     evaluation.dpo(p)
+    prompter.train(p)  # Align-Pro's prompter (reused if train-prompter already made it)
     result = evaluation.evaluate(p)
     written = evaluation.report(p)
     return {"reward": reward, "cells": result["cells"], "report": written["report"]}

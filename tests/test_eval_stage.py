@@ -58,6 +58,9 @@ def test_reward_dpo_eval_report_end_to_end(
     bpo = json.loads((in_tmp / "metrics" / "bpo.json").read_text())
     assert bpo["pairs"] == 4 and bpo["optimized_kept"] >= 1 and bpo["final_loss"] > 0
 
+    code, output = run("prompter", *sets(eval_overrides))
+    assert code == 0, output
+
     # the ablations' refiners, where `dvc repro ablate` puts them (here: the tiny LM as is)
     from recast.refiner.model import Refiner
     from recast.training import save_refiner
@@ -70,9 +73,10 @@ def test_reward_dpo_eval_report_end_to_end(
     result = json.loads((in_tmp / "reports" / "eval" / "results.json").read_text())
     assert result["prompts"] == {"bpo_test": 2, "dolly_eval": 2, "vicuna_eval": 2,
                                  "self_instruct_eval": 2}  # fmt: skip
-    cells = {(c["versus"], c["set"]) for c in result["cells"]}
-    versus = ("org", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0")
-    assert cells == {(v, s) for v in versus for s in [*result["prompts"], "all"]}
+    versus = ("org", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0", "alignpro")
+    pairs = [("ours", v) for v in versus] + [("alignpro", "org")]
+    cells = {(c["system"], c["versus"], c["set"]) for c in result["cells"]}
+    assert cells == {(a, b, s) for a, b in pairs for s in [*result["prompts"], "all"]}
     for cell in result["cells"]:
         assert cell["n"] == (8 if cell["set"] == "all" else 2)
         parsed = cell["n"] - cell["unparsed"]
@@ -90,6 +94,7 @@ def test_reward_dpo_eval_report_end_to_end(
     assert code == 0, output
     report = (in_tmp / "reports" / "eval" / "report.md").read_text()
     assert "ours vs BoN" in report and "ours vs ours without CMA-ES" in report
+    assert "Align-Pro vs ORG" in report
     assert "reward.png" in report
     assert (in_tmp / "reports" / "eval" / "winrates.png").stat().st_size > 0
     assert "<table>" in (in_tmp / "reports" / "eval" / "report.html").read_text()
@@ -99,7 +104,7 @@ def test_reward_dpo_eval_report_end_to_end(
 
     logs: list[str] = []
     evaluate_stage(load_params("params.yaml", eval_overrides), logs.append)
-    assert sum("answers from an earlier run" in m for m in logs) == 8
+    assert sum("answers from an earlier run" in m for m in logs) == 9
 
 
 def test_pointwise_judge_always_gives_a_verdict(eval_overrides: list[str], in_tmp: Path) -> None:

@@ -106,3 +106,23 @@ def test_population_fans_out_over_a_local_dask_cluster(
     assert sum(count for _, count in served.values()) == 1 + 2 * local["popsize"]  # F(0) + 2 gens
     for key in ("es_fitness_at_zero", "es_fitness_at_xi_star", "dev_fitness_at_xi_star"):
         assert spread[key] == pytest.approx(local[key], abs=1e-4)
+
+
+def test_train_prompter_flow_trains_sweeps_reports_and_promotes(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str, minilm: str
+) -> None:
+    from flows.train_prompter import train_prompter
+
+    overrides = [
+        f"ingest.root={SAMPLES}",
+        f"generator.model={tiny_lm}",
+        f"refiner.model={tiny_lm}",
+        *tiny_eval(tiny_lm, minilm),
+        "registry.max_pairs=3",
+    ]
+    result = train_prompter(params_file="params.yaml", overrides=overrides)
+    assert [r["lambda"] for r in result["sweep"]["rows"]] == [0.0, 0.1]
+    assert (in_tmp / "reports" / "prompter" / "report.md").exists()
+    promoted = result["promote"]
+    assert promoted["model"] == "recast-prompter" and promoted["promoted"]
+    assert promoted["gate_metric"] == "dev_reward"

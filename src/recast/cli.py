@@ -396,15 +396,58 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     console.print(f"report: {written['report']}  {written['html']}", highlight=False)
 
 
+@app.command("prompter")
+@reports_errors
+def prompter(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Align-Pro: train the prompter ρ by GRPO (Eq. 9), the oracle, and measure Δ1, Δ2."""
+    from recast.alignpro import train_prompter
+
+    p = _params(params, set_)
+    with console.status(f"GRPO: prompter {p.prompter.model}, λ = {p.prompter.lam:g}"):
+        result = train_prompter(p)
+    _print_metrics(
+        "Align-Pro prompter",
+        {k: v for k, v in result.items() if isinstance(v, int | float | str)},
+    )
+
+
+@app.command("prompter-sweep")
+@reports_errors
+def prompter_sweep(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Align-Pro's λ sweep: one prompter per prompter.lambdas; reward against KL(ρ ‖ ρ_sft)."""
+    from recast.alignpro import sweep
+
+    p = _params(params, set_)
+    with console.status(f"λ sweep over {p.prompter.lambdas}"):
+        rows = sweep(p)["rows"]
+    for row in rows:
+        _print_metrics(f"λ = {row['lambda']:g}", row)
+
+
+@app.command("prompter-report")
+@reports_errors
+def prompter_report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """reports/prompter/report.md with the reward curve and the λ sweep plot."""
+    from recast.alignpro import report as write_report
+
+    console.print(f"report: {write_report(_params(params, set_))['report']}", highlight=False)
+
+
 @app.command("promote")
 @reports_errors
-def promote(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def promote(
+    kind: Annotated[
+        str, typer.Option(help="refiner (gate: dev fitness) or prompter (gate: dev reward).")
+    ] = "refiner",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
     """Move the registry alias 'champion' to the 'challenger' if it wins the gate (registry.*)."""
     from recast.promotion import promote as run_promote
 
     p = _params(params, set_)
     with console.status(f"scoring challenger and champion on the {p.registry.gate_split} split"):
-        result = run_promote(p)
+        result = run_promote(p, kind=kind)
     _print_metrics(f"registry gate: {p.registry.name}", result)
 
 

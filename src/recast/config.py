@@ -296,11 +296,14 @@ class EvaluateParams:
     max_prompts: int | None = None
     """First N prompts of each set (None: all)."""
     systems: list[str] = field(
-        default_factory=lambda: ["org", "ours", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0"]
-    )
+        default_factory=lambda: [
+            "org", "ours", "bon", "sr", "bpo", "dpo", "no_cmaes", "omega_0", "alignpro"
+        ]
+    )  # fmt: skip
     """Answers compared with "ours": org (the query as is), bon, sr, bpo (the query rewritten by
     the BPO optimizer), dpo (the DPO-tuned generator), and the ablations no_cmaes / omega_0
-    (refiners under `ablations_dir`)."""
+    (refiners under `ablations_dir`), alignpro (x' from the Align-Pro prompter; it is also
+    judged against org)."""
     ablations_dir: str = "runs/ablations"
     """Where the ablation refiners were trained: <dir>/<no-cmaes|omega-0>/round-<S>/refiner."""
     refiner: str | None = None
@@ -338,11 +341,54 @@ class EvaluateParams:
 
 
 @dataclass
+class PrompterParams:
+    """Stage `prompter`: Align-Pro's prompter ρ(x'|x), trained by GRPO against the reward model
+    with the KL weight λ to ρ_sft (paper 004, Eq. 9)."""
+
+    model: str = "smollm2-135m-instruct"
+    """ρ_sft, the prompter before RL (here the base instruct model), and ρ's starting point."""
+    device: str = "auto"
+    lam: float = 0.05
+    """λ of Eq. 9: the weight of KL(ρ ‖ ρ_sft) (GRPO's beta)."""
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.2])
+    """The λ sweep (stage `prompter_sweep`)."""
+    steps: int = 200
+    """GRPO steps; each samples `num_generations` x' for one query."""
+    oracle_steps: int = 200
+    """GRPO steps for the oracle (the generator trained on the same reward, Eq. 7's π*)."""
+    lr: float = 1.41e-5
+    """The paper's learning rate (TRL's default example)."""
+    num_generations: int = 4
+    """x' sampled per query: GRPO's group, whose mean reward is the baseline."""
+    max_new_tokens: int = 64
+    """Length of x'."""
+    temperature: float = 1.0
+    """Sampling of x' during training."""
+    answer_tokens: int = 128
+    """Length of the generator's answer y."""
+    eval_temperature: float = 1.5
+    """The paper's evaluation sampling: temperature 1.5, top-p 0.6, top-k 20."""
+    eval_top_p: float = 0.6
+    eval_top_k: int = 20
+    train_size: int | None = 256
+    """First N queries of D to train on."""
+    dev_size: int = 64
+    """Dev queries J is measured on."""
+    seed: int = 0
+    out_dir: str = "runs/prompter"
+    sweep_dir: str = "runs/prompter-sweep"
+    """One prompter per λ of the sweep, under lambda-<λ>."""
+
+
+@dataclass
 class RegistryParams:
     """Stage `promote`: the MLflow model registry's challenger / champion gate."""
 
     name: str = "recast-refiner"
     """Registered model name; every trained refiner becomes a version with alias 'challenger'."""
+    prompter_name: str = "recast-prompter"
+    """The same for Align-Pro prompters; their gate is the mean reward on the gate split's
+    queries (higher is better)."""
     gate_split: str = "dev"
     """Split the challenger and the champion are compared on (train, es or dev)."""
     gate_metric: str = "dev_fitness"
@@ -385,6 +431,7 @@ class Params:
     dpo: DpoParams = field(default_factory=DpoParams)
     bpo: BpoParams = field(default_factory=BpoParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    prompter: PrompterParams = field(default_factory=PrompterParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
 

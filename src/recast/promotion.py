@@ -18,7 +18,8 @@ from recast.data.stages import METRICS_DIR
 from recast.errors import RecastError
 
 GATE_METRICS = ("dev_fitness",)
-LOWER_IS_BETTER = {"dev_fitness": True}
+LOWER_IS_BETTER = {"dev_fitness": True, "dev_reward": False}
+KINDS = ("refiner", "prompter")
 
 
 @dataclass(frozen=True)
@@ -62,57 +63,78 @@ def gate_score(params: Params, model_uri: str) -> float:
     return float(score)
 
 
-def promote(params: Params, score: Callable[[Params, str], float] = gate_score) -> dict[str, Any]:
-    """Compare the 'challenger' with the 'champion' and move 'champion' if the gate says so."""
+def prompter_gate_score(params: Params, model_uri: str) -> float:
+    """An Align-Pro prompter's gate: J(ρ), the mean reward of π_F's answers to x' ~ ρ(·|x) over
+    the gate split's queries, with the paper's evaluation sampling."""
+    from recast.alignpro import mean_return
+    from recast.runs import load_split
+
+    rp = params.registry
+    pairs = load_split(params, rp.gate_split)
+    queries = [p.prompt for p in (pairs[: rp.max_pairs] if rp.max_pairs else pairs)]
+    return mean_return(params, model_uri, queries)
+
+
+def promote(
+    params: Params,
+    score: Callable[[Params, str], float] | None = None,
+    kind: str = "refiner",
+) -> dict[str, Any]:
+    """Compare the 'challenger' with the 'champion' and move 'champion' if the gate says so.
+    `kind`: 'refiner' (gate: dev fitness, lower wins) or 'prompter' (dev reward, higher wins)."""
     from mlflow.exceptions import MlflowException
 
     from recast.tracking import use
 
     rp = params.registry
-    if rp.gate_metric not in GATE_METRICS:
+    if kind not in KINDS:
+        raise RecastError(f"unknown model kind {kind!r} (one of {', '.join(KINDS)})")
+    if kind == "refiner" and rp.gate_metric not in GATE_METRICS:
         raise RecastError(f"registry.gate_metric {rp.gate_metric!r} is not one of {GATE_METRICS}")
     if not params.tracking.enabled:
         raise RecastError("tracking.enabled is false: there is no registry to promote in")
+    name = rp.name if kind == "refiner" else rp.prompter_name
+    metric = rp.gate_metric if kind == "refiner" else "dev_reward"
+    score = score or (gate_score if kind == "refiner" else prompter_gate_score)
     client = use(params).MlflowClient()
 
     def version_of(alias: str) -> str | None:
         try:
-            return str(client.get_model_version_by_alias(rp.name, alias).version)
+            return str(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             return None
 
     challenger = version_of("challenger")
     if challenger is None:
         raise RecastError(
-            f"no version of {rp.name!r} has the alias 'challenger' at {params.tracking.uri}: "
-            "run `recast train` with tracking enabled first"
+            f"no version of {name!r} has the alias 'challenger' at {params.tracking.uri}: "
+            f"run `recast {'train' if kind == 'refiner' else 'prompter'}` with tracking enabled"
         )
     champion = version_of("champion")
     if champion == challenger:
         decision = Decision(False, "the challenger is already the champion")
     else:
-        challenger_score = score(params, f"models:/{rp.name}/{challenger}")
-        champion_score = score(params, f"models:/{rp.name}/{champion}") if champion else None
-        decision = decide(
-            challenger_score, champion_score, rp.margin, LOWER_IS_BETTER[rp.gate_metric]
-        )
+        challenger_score = score(params, f"models:/{name}/{challenger}")
+        champion_score = score(params, f"models:/{name}/{champion}") if champion else None
+        decision = decide(challenger_score, champion_score, rp.margin, LOWER_IS_BETTER[metric])
     if decision.challenger_score is not None:
         client.set_model_version_tag(
-            rp.name, challenger, f"gate.{rp.gate_metric}", str(decision.challenger_score)
+            name, challenger, f"gate.{metric}", str(decision.challenger_score)
         )
     if decision.promote:
-        client.set_registered_model_alias(rp.name, "champion", challenger)
+        client.set_registered_model_alias(name, "champion", challenger)
     result = {
-        "model": rp.name,
+        "model": name,
         "challenger": challenger,
         "champion_before": champion,
         "champion": challenger if decision.promote else champion,
         "promoted": decision.promote,
         "reason": decision.reason,
-        "gate_metric": rp.gate_metric,
+        "gate_metric": metric,
         "gate_split": rp.gate_split,
         "challenger_score": decision.challenger_score,
         "champion_score": decision.champion_score,
     }
-    io.write_json(METRICS_DIR / "promote.json", result)
+    file = "promote.json" if kind == "refiner" else f"promote-{kind}.json"
+    io.write_json(METRICS_DIR / file, result)
     return result

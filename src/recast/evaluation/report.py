@@ -22,6 +22,7 @@ NAMES = {
     "bpo": "BPO",
     "no_cmaes": "ours without CMA-ES",
     "omega_0": "ours with ω = 0",
+    "alignpro": "Align-Pro",
 }
 
 
@@ -42,9 +43,12 @@ def _percent(x: float | None) -> str:
 def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for each table of the report."""
     sets = [*params.evaluate.sets, "all"]
-    versus = list(dict.fromkeys(c["versus"] for c in result["cells"]))
-    by = {(c["versus"], c["set"]): c for c in result["cells"]}
-    wlt = [[f"ours vs {NAMES.get(v, v)}", *(_cell(by[(v, s)]) for s in sets)] for v in versus]
+    pairs = list(dict.fromkeys((c["system"], c["versus"]) for c in result["cells"]))
+    by = {(c["system"], c["versus"], c["set"]): c for c in result["cells"]}
+    wlt = [
+        [f"{NAMES.get(a, a)} vs {NAMES.get(b, b)}", *(_cell(by[(a, b, s)]) for s in sets)]
+        for a, b in pairs
+    ]
     trust = [
         [
             src,
@@ -69,7 +73,7 @@ def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str],
     judge = f"{result['judge']['model']} ({result['judge']['mode']})"
     return [
         (
-            f"Win / loss / tie % of ours against each system (judge: {judge}; "
+            f"Win / loss / tie % of the first system against the second (judge: {judge}; "
             "bootstrap 95% interval of the win rate; n = parsed verdicts)",
             ["", *sets],
             wlt,
@@ -110,14 +114,16 @@ def _plots(params: Params, result: dict[str, Any], out: Path) -> list[str]:
 
     files = []
     cells = [c for c in result["cells"] if c["set"] in params.evaluate.sets or c["set"] == "all"]
-    labels = [f"vs {NAMES.get(c['versus'], c['versus'])} · {c['set']}" for c in cells]
+    name = NAMES.get
+    labels = [f"{name(c['system'], c['system'])} vs {name(c['versus'], c['versus'])} · {c['set']}"
+              for c in cells]  # fmt: skip
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(cells) + 1.2))
     left = [0.0] * len(cells)
     for key, color in (("win", "#2a9d8f"), ("tie", "#bbbbbb"), ("loss", "#e76f51")):
         values = [c[key] or 0.0 for c in cells]  # a cell with no parsed verdict: an empty bar
         ax.barh(labels, values, left=left, color=color, label=key)
         left = [a + b for a, b in zip(left, values, strict=True)]
-    ax.set_xlabel("% of prompts (ours vs system)")
+    ax.set_xlabel("% of prompts (win / tie / loss of the first system)")
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

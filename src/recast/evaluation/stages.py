@@ -156,6 +156,15 @@ def _system(
         sent = optimize(params, questions)
         answers = generator.generate(sent, greedy)
         return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+    if name == "alignpro":  # the Align-Pro prompter's x', sampled as in its paper
+        from recast.alignpro import rewrite
+
+        path = Path(params.prompter.out_dir) / "model"
+        if not (path / "config.json").exists():
+            raise RecastError(f"no Align-Pro prompter at {path}: run `recast prompter` first")
+        sent = rewrite(params, str(path), questions)
+        answers = generator.generate(sent, greedy)
+        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
     if name == "dpo":  # the white-box baseline: a DPO-tuned copy of the generator, locally
         path = Path(params.dpo.out_dir) / "model"
         if not (path / "config.json").exists():
@@ -180,7 +189,7 @@ def _system(
         return Answers(name, answers, calls, tokens)
     raise RecastError(
         f"evaluate.systems: unknown system {name!r} "
-        "(org, ours, bon, sr, bpo, dpo, no_cmaes, omega_0)"
+        "(org, ours, bon, sr, bpo, dpo, no_cmaes, omega_0, alignpro)"
     )
 
 
@@ -206,6 +215,10 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     if name == "bpo":
         parts["bpo"] = dataclasses.asdict(params.bpo)
         weights = Path(params.bpo.out_dir) / "model" / "model.safetensors"
+        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
+    if name == "alignpro":
+        parts["prompter"] = dataclasses.asdict(params.prompter)
+        weights = Path(params.prompter.out_dir) / "model" / "model.safetensors"
         parts["weights"] = io.sha256_file(weights) if weights.exists() else None
     if name == "dpo":
         parts["dpo"] = dataclasses.asdict(params.dpo)
@@ -257,6 +270,15 @@ def _agreement(params: Params, judge: PairwiseJudge | PointwiseJudge) -> dict[st
     return out
 
 
+def comparisons(systems: list[str]) -> list[tuple[str, str]]:
+    """The judged pairs: ours against every other system (Tables 2-3), and Align-Pro's prompter
+    against no prompter (its paper's win rate)."""
+    pairs = [("ours", s) for s in systems if s != "ours"]
+    if "alignpro" in systems and "org" in systems:
+        pairs.append(("alignpro", "org"))
+    return pairs
+
+
 def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
     """Every system's answers, the judge's cells "ours vs X" per set, rewards and costs."""
     from recast.models.load import load_tokenizer
@@ -293,20 +315,20 @@ def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
         generator.close()
 
     rewards = {name: reward.score(questions, a.answers) for name, a in systems.items()}
-    log(f"judge: {ev.judge_model} ({ev.judge_mode}) on {len(ev.systems) - 1} comparisons")
+    log(f"judge: {ev.judge_model} ({ev.judge_mode}) on {len(comparisons(ev.systems))} comparisons")
     judge, judge_backend = _judge(params)
     try:
         trust = _agreement(params, judge)
         cells = []
-        ours = systems["ours"].answers
-        for other in [s for s in ev.systems if s != "ours"]:
-            judged = judge.judge(questions, ours, systems[other].answers)
+        for system, other in comparisons(ev.systems):
+            judged = judge.judge(questions, systems[system].answers, systems[other].answers)
             for set_name in [*ev.sets, "all"]:
                 idx = [i for i, p in enumerate(prompts) if set_name in ("all", p.set)]
                 outcomes = [judged.outcomes[i] for i in idx]
                 cells.append(
                     {
                         "set": set_name,
+                        "system": system,
                         "versus": other,
                         "n": len(idx),
                         "unparsed": sum(o is None for o in outcomes),
@@ -315,7 +337,7 @@ def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
                     }
                 )
             io.write_json(
-                out / "judgments" / f"ours_vs_{other}.json",
+                out / "judgments" / f"{system}_vs_{other}.json",
                 [
                     {"id": p.id, "set": p.set, "outcome": o, "raw": list(r) if r else None}
                     for p, o, r in zip(
@@ -360,7 +382,7 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """DVC metrics: one key per table cell, agreement and system figure."""
     flat: dict[str, Any] = {}
     for c in result["cells"]:
-        cell = f"{c['set']}/ours_vs_{c['versus']}"
+        cell = f"{c['set']}/{c['system']}_vs_{c['versus']}"
         for k in ("win", "loss", "tie"):
             flat[f"{cell}/{k}"] = None if c[k] is None else round(c[k], 2)
         flat[f"{cell}/unparsed"] = c["unparsed"]

@@ -1,0 +1,456 @@
+"""Align-Pro (paper 004): a prompter ρ(x'|x) in front of the frozen generator π_F, trained by
+KL-regularized RL against a reward model r (Eq. 9):
+
+    max_ρ  E_{x~P, x'~ρ(·|x), y~π_F(·|x')}[ r(x, y) ]  −  λ · KL( ρ(·|x) ‖ ρ_sft(·|x) )
+
+The trainer is TRL's GRPO: it takes the reward as a callable (here: send x' to the black-box
+generator, score (x, y) with the Bradley-Terry reward model) and its `beta` is λ, the weight
+of the KL to the frozen reference ρ_sft, the prompter before RL. TRL's PPO would need the
+reward as a sequence-classification model, which a black-box generator in the loop is not
+(docs/method.md).
+
+The oracle of Eq. 7 is the generator itself trained by the same GRPO on the same reward (with
+white-box access), so Δ1 = J(oracle) − J(π_F) and Δ2 = J(π_F) − J(ρ) are measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+from recast.evaluation.reward import RewardModel
+from recast.generator import make_generator
+from recast.generator.base import Generator, Sampling
+
+PROMPTER = (
+    "Rewrite the user's query below so that an AI assistant gives the most helpful, accurate "
+    "and complete answer. Keep its meaning. Reply with the rewritten query only.\n\n"
+    "Query: {query}"
+)
+
+
+def text_of(completion: Any) -> str:
+    """A TRL completion (text, or a conversational list of messages) as text."""
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion)
+    return str(completion)
+
+
+class GeneratorReward:
+    """R(x, x') of Lemma 5.1 for one sample: y ~ π_F(·|x'), then r(x, y). TRL calls it with the
+    batch's completions (the x') and the dataset's other columns (`query` is x)."""
+
+    __name__ = "generator_reward"  # TRL logs each reward function under its __name__
+
+    def __init__(self, generator: Generator, reward: RewardModel, sampling: Sampling) -> None:
+        self.generator, self.reward, self.sampling = generator, reward, sampling
+        self.calls = 0
+
+    def __call__(self, prompts: list[Any], completions: list[Any], query: list[str], **_: Any):
+        x_prime = [text_of(c).strip() for c in completions]
+        answers = self.generator.generate(x_prime, self.sampling)
+        self.calls += len(answers)
+        return self.reward.score(list(query), answers)
+
+
+class AnswerReward:
+    """r(x, y) for the oracle, which answers x itself (its completions are y)."""
+
+    __name__ = "answer_reward"
+
+    def __init__(self, reward: RewardModel) -> None:
+        self.reward = reward
+
+    def __call__(self, prompts: list[Any], completions: list[Any], query: list[str], **_: Any):
+        return self.reward.score(list(query), [text_of(c).strip() for c in completions])
+
+
+def sequence_kl(
+    logits_p: torch.Tensor, logits_q: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Per-sequence Monte-Carlo estimate of KL(p ‖ q) from tokens sampled from p:
+    Σ_t [log p(x'_t | x'_<t) − log q(x'_t | x'_<t)] over the unmasked positions. (B,)"""
+    logp = torch.log_softmax(logits_p.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)
+    logq = torch.log_softmax(logits_q.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)
+    return ((logp - logq) * mask).sum(-1)
+
+
+def grpo(
+    model_spec: str,
+    queries: list[str],
+    prompt_of: Callable[[str], str],
+    reward_fn: Callable[..., list[float]],
+    params: Params,
+    lam: float,
+    steps: int,
+    out: Path,
+) -> list[dict[str, Any]]:
+    """One GRPO run (the prompter's, or the oracle's); saves the policy to out/model and
+    returns TRL's log per step (reward, kl, loss)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from recast.models.load import load_causal_lm, pick_device
+
+    pp = params.prompter
+    device = pick_device(pp.device)
+    model, tokenizer = load_causal_lm(model_spec, "float32", device)
+    data = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": prompt_of(q)}], "query": q} for q in queries]
+    )
+    args = GRPOConfig(
+        output_dir=str(out / "trainer"),
+        beta=lam,
+        learning_rate=pp.lr,
+        max_steps=steps,
+        num_generations=pp.num_generations,
+        per_device_train_batch_size=pp.num_generations,  # one query's group per step
+        max_completion_length=pp.max_new_tokens,
+        temperature=pp.temperature,
+        seed=pp.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=device == "cpu",
+        bf16=False,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_fn,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    tmp = out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out / "model", ignore_errors=True)
+    tmp.rename(out / "model")
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    return [row for row in trainer.state.log_history if "reward" in row]
+
+
+def eval_sampling(params: Params) -> Sampling:
+    """The paper's sampling for evaluation responses: temperature 1.5, top-p 0.6, top-k 20."""
+    pp = params.prompter
+    return Sampling(
+        max_new_tokens=pp.answer_tokens,
+        temperature=pp.eval_temperature,
+        top_p=pp.eval_top_p,
+        top_k=pp.eval_top_k,
+        seed=pp.seed,
+    )
+
+
+def rewrite(params: Params, spec: str, queries: list[str]) -> list[str]:
+    """x' ~ ρ(·|x) with the evaluation sampling."""
+    prompter = make_generator(
+        dataclasses.replace(params.generator, backend="local", model=spec, dtype="float32")
+    )
+    try:
+        sampling = dataclasses.replace(
+            eval_sampling(params), max_new_tokens=params.prompter.max_new_tokens
+        )
+        return prompter.generate([PROMPTER.format(query=q) for q in queries], sampling)
+    finally:
+        prompter.close()
+
+
+def returns(
+    params: Params, reward: RewardModel, queries: list[str], sent: list[str], generator: Generator
+) -> list[float]:
+    """r(x, y) per query with y ~ π(·|sent): one sample each, the paper's evaluation sampling."""
+    answers = generator.generate(sent, eval_sampling(params))
+    return reward.score(queries, answers)
+
+
+def gap(a: list[float], b: list[float], n_boot: int, seed: int) -> dict[str, float]:
+    """mean(a − b) over the same queries, with a paired bootstrap 95% interval."""
+    d = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, (n_boot, d.size))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)]}
+
+
+def _reward_model(params: Params) -> RewardModel:
+    reward_dir = Path(params.reward.out_dir) / "model"
+    if not (reward_dir / "head.pt").exists():
+        raise RecastError(f"no reward model at {reward_dir}: run `recast reward` first")
+    return RewardModel.load(reward_dir)
+
+
+def mean_return(params: Params, spec: str, queries: list[str]) -> float:
+    """J(ρ) for a prompter spec (folder or registry URI) on `queries`."""
+    reward = _reward_model(params)
+    generator = make_generator(params.generator)
+    try:
+        sent = rewrite(params, spec, queries)
+        return float(np.mean(returns(params, reward, queries, sent, generator)))
+    finally:
+        generator.close()
+
+
+def _key(params: Params, lam: float, oracle: bool) -> str:
+    """What a trained prompter depends on: rerun only when one of these changes."""
+    import hashlib
+    import json
+
+    parts = {
+        k: dataclasses.asdict(getattr(params, k))
+        for k in ("prompter", "generator", "reward", "split", "registry")
+    }
+    parts.update(lam=lam, oracle=oracle, tracking=params.tracking.enabled)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_prompter(
+    params: Params,
+    lam: float | None = None,
+    out_dir: str | None = None,
+    oracle: bool = True,
+    register: bool = True,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train ρ by GRPO at λ (default prompter.lam), then measure on the dev queries:
+    J(π_F) (no prompter), J(ρ_sft) (the prompter before RL), J(ρ), and with `oracle` the
+    generator trained on the same reward, for Δ1 and Δ2 of Eq. 7. With tracking on, an MLflow
+    run holds the curve, every J and Δ, and ρ as a model; with `register`, ρ becomes the
+    registry's 'challenger' prompter."""
+    from recast.runs import load_split
+    from recast.tracking import Tracker
+
+    pp = params.prompter
+    lam = pp.lam if lam is None else lam
+    out = Path(out_dir or pp.out_dir)
+    key = _key(params, lam, oracle)
+    if resume and (out / "result.json").exists() and (out / "model" / "config.json").exists():
+        done = io.read_json(out / "result.json")
+        if done.get("key") == key:  # the same inputs trained this prompter already
+            return done
+    reward = _reward_model(params)
+    train = [p.prompt for p in load_split(params, "train")][: pp.train_size]
+    dev = [p.prompt for p in load_split(params, "dev")][: pp.dev_size]
+    generator = make_generator(params.generator)
+    answer = Sampling(max_new_tokens=pp.answer_tokens, temperature=0.0)  # π_F during training
+    t0 = time.perf_counter()
+    try:
+        fn = GeneratorReward(generator, reward, answer)
+        log = grpo(
+            pp.model, train, lambda q: PROMPTER.format(query=q), fn, params, lam, pp.steps, out
+        )
+        seconds = time.perf_counter() - t0
+        j_frozen = returns(params, reward, dev, dev, generator)
+        j_sft = returns(params, reward, dev, rewrite(params, pp.model, dev), generator)
+        j_rho = returns(params, reward, dev, rewrite(params, str(out / "model"), dev), generator)
+    finally:
+        generator.close()
+    kl = prompter_kl(params, str(out / "model"), pp.model, dev)
+    result: dict[str, Any] = {
+        "lambda": lam,
+        "steps": len(log),
+        "seconds": seconds,
+        "generator_calls": fn.calls,
+        "curve": [
+            {"step": i + 1, "reward": r["reward"], "kl": r.get("kl")} for i, r in enumerate(log)
+        ],
+        "J_frozen": float(np.mean(j_frozen)),
+        "J_sft_prompter": float(np.mean(j_sft)),
+        "J_prompter": float(np.mean(j_rho)),
+        "reward_var_prompter": float(np.var(j_rho)),
+        "reward_var_frozen": float(np.var(j_frozen)),
+        "kl_to_sft": kl,
+        "gain_over_sft": gap(j_rho, j_sft, 2000, pp.seed),
+        "delta_2": gap(j_frozen, j_rho, 2000, pp.seed),
+        "dev_queries": len(dev),
+        "key": key,
+    }
+    if oracle:
+        oracle_dir = out / "oracle"
+        grpo(
+            params.generator.model, train, lambda q: q, AnswerReward(reward), params, lam,
+            pp.oracle_steps, oracle_dir,
+        )  # fmt: skip
+        tuned = make_generator(
+            dataclasses.replace(
+                params.generator, backend="local", model=str(oracle_dir / "model"), dtype="float32"
+            )
+        )
+        try:
+            j_oracle = returns(params, reward, dev, dev, tuned)
+        finally:
+            tuned.close()
+        result["J_oracle"] = float(np.mean(j_oracle))
+        result["delta_1"] = gap(j_oracle, j_frozen, 2000, pp.seed)
+    io.write_json(out / "result.json", result)
+    split_dir = Path(params.split.out_dir)
+    tracker = Tracker(params)
+    inputs = {name: split_dir / f"{name}.parquet" for name in ("train", "dev")}
+    tags = {**tracker.lineage_tags(inputs), "system": "alignpro", "lambda": f"{lam:g}"}
+    with tracker.run(f"prompter λ={lam:g} seed={pp.seed}", tags=tags) as run_id:
+        tracker.log_params({"prompter": dataclasses.asdict(pp), "lambda": lam})
+        for row in result["curve"]:
+            tracker.log_metrics({"reward": row["reward"], "kl": row["kl"] or 0.0}, row["step"])
+        tracker.log_metrics(
+            {k: v for k, v in result.items() if k.startswith(("J_", "reward_var", "kl_to"))}
+        )
+        for key in ("delta_1", "delta_2", "gain_over_sft"):
+            if key in result:
+                tracker.log_metrics({key: result[key]["mean"]})
+        tracker.log_artifact(out / "result.json")
+        if register and params.tracking.log_checkpoints:
+            from recast.models.load import load_causal_lm
+
+            model, tokenizer = load_causal_lm(str(out / "model"), "float32", "cpu")
+            uri = tracker.log_refiner(model, tokenizer, out / "model", name="prompter")
+            if uri:
+                tracker.register(uri, params.registry.prompter_name, {"run_id": run_id})
+    result["mlflow_run_id"] = run_id
+    io.write_json(out / "result.json", result)
+    return result
+
+
+@torch.inference_mode()
+def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) -> float:
+    """KL(ρ ‖ ρ_sft) on the dev queries, estimated from x' sampled from ρ (training sampling)."""
+    from recast.generator.local import chat_ids
+    from recast.models.load import load_causal_lm
+
+    rho, tokenizer = load_causal_lm(spec, "float32", params.prompter.device)
+    ref, _ = load_causal_lm(ref_spec, "float32", params.prompter.device)
+    torch.manual_seed(params.prompter.seed)
+    values = []
+    for q in queries:
+        head = torch.tensor([chat_ids(tokenizer, PROMPTER.format(query=q))], device=rho.device)
+        seq = rho.generate(
+            input_ids=head,
+            attention_mask=torch.ones_like(head),
+            do_sample=True,
+            temperature=params.prompter.temperature,
+            max_new_tokens=params.prompter.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        tokens = seq[:, head.shape[1] :]
+        if tokens.shape[1] == 0:
+            continue
+        # logits at positions that predict each sampled token
+        logits_p = rho(seq).logits[:, head.shape[1] - 1 : -1]
+        logits_q = ref(seq).logits[:, head.shape[1] - 1 : -1]
+        mask = (tokens != tokenizer.pad_token_id).float()
+        values.append(float(sequence_kl(logits_p, logits_q, tokens, mask)[0]))
+    return float(np.mean(values)) if values else 0.0
+
+
+def sweep(params: Params) -> dict[str, Any]:
+    """The λ sweep: one prompter per λ in prompter.lambdas; reward against KL(ρ ‖ ρ_sft)."""
+    rows = []
+    for lam in params.prompter.lambdas:
+        out = str(Path(params.prompter.sweep_dir) / f"lambda-{lam:g}")
+        # not registered: the sweep maps the trade-off, its prompters are not candidates
+        r = train_prompter(params, lam, out, oracle=False, register=False)
+        rows.append({"lambda": lam, "J_prompter": r["J_prompter"], "kl_to_sft": r["kl_to_sft"]})
+    io.write_json(METRICS_DIR / "prompter_sweep.json", {"rows": rows})
+    return {"rows": rows}
+
+
+def report(params: Params) -> dict[str, Any]:
+    """reports/prompter/: the reward curve, the λ sweep (reward against KL), and a table of J,
+    Δ1 and Δ2 with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pp = params.prompter
+    main = Path(pp.out_dir) / "result.json"
+    if not main.exists():
+        raise RecastError(f"{main} is missing: run `recast prompter` first")
+    result = io.read_json(main)
+    sweep_file = METRICS_DIR / "prompter_sweep.json"
+    rows = io.read_json(sweep_file)["rows"] if sweep_file.exists() else []
+    out = Path("reports") / "prompter"
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    steps = [r["step"] for r in result["curve"]]
+    rewards = np.array([r["reward"] for r in result["curve"]])
+    ax.plot(steps, rewards, color="#bbbbbb", label="per step")
+    k = max(1, len(rewards) // 10)
+    smooth = np.convolve(rewards, np.ones(k) / k, mode="valid")
+    ax.plot(steps[k - 1 :], smooth, color="#2a9d8f", label=f"mean of {k}")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("reward of π_F(ρ(x))")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(out / "curve.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+    if rows:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot([r["kl_to_sft"] for r in rows], [r["J_prompter"] for r in rows], "o-")
+        for r in rows:
+            ax.annotate(f"λ={r['lambda']:g}", (r["kl_to_sft"], r["J_prompter"]), fontsize=8)
+        ax.set_xlabel("KL(ρ ‖ ρ_sft) on dev")
+        ax.set_ylabel("J(ρ): mean reward on dev")
+        fig.tight_layout()
+        with io.atomic_path(out / "sweep.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+
+    def ci(d: dict[str, Any]) -> str:
+        return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+
+    lines = [
+        "# Align-Pro prompter",
+        "",
+        f"λ = {result['lambda']:g}, {result['steps']} GRPO steps, {result['dev_queries']} dev "
+        f"queries; rewards from the Bradley-Terry model, answers sampled at temperature "
+        f"{pp.eval_temperature}, top-p {pp.eval_top_p}, top-k {pp.eval_top_k}.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| J(π_F), no prompter | {result['J_frozen']:.3f} |",
+        f"| reward variance, no prompter | {result['reward_var_frozen']:.3f} |",
+        f"| J(ρ_sft), prompter before RL | {result['J_sft_prompter']:.3f} |",
+        f"| J(ρ), trained prompter | {result['J_prompter']:.3f} |",
+        f"| reward variance, trained prompter | {result['reward_var_prompter']:.3f} |",
+        f"| J(ρ) − J(ρ_sft) | {ci(result['gain_over_sft'])} |",
+        f"| KL(ρ ‖ ρ_sft) | {result['kl_to_sft']:.3f} |",
+        f"| Δ2 = J(π_F) − J(ρ) | {ci(result['delta_2'])} |",
+    ]
+    if "delta_1" in result:
+        lines += [
+            f"| J(oracle): π_F trained on the reward | {result['J_oracle']:.3f} |",
+            f"| Δ1 = J(oracle) − J(π_F) | {ci(result['delta_1'])} |",
+        ]
+    if rows:
+        lines += ["", "| λ | J(ρ) | KL(ρ ‖ ρ_sft) |", "|---|---|---|"]
+        lines += [
+            f"| {r['lambda']:g} | {r['J_prompter']:.3f} | {r['kl_to_sft']:.3f} |" for r in rows
+        ]
+    lines += ["", "![reward per GRPO step](curve.png)"] + (
+        ["![λ sweep](sweep.png)"] if rows else []
+    )
+    io.write_text(out / "report.md", "\n".join(lines) + "\n")
+    metrics = {
+        k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    for key in ("delta_1", "delta_2", "gain_over_sft"):
+        if key in result:
+            metrics[key] = result[key]["mean"]
+    io.write_json(METRICS_DIR / "prompter.json", metrics)
+    return {"report": str(out / "report.md")}

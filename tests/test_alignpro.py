@@ -1,0 +1,143 @@
+"""Align-Pro: the reward plumbing (scripted generator and reward model), the KL term, and a
+tiny GRPO run of the real training function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SAMPLES, tiny_eval
+from test_search import real_pairs
+
+from recast.alignpro import GeneratorReward, prompter_kl, sequence_kl, text_of, train_prompter
+from recast.config import load_params
+from recast.data import stages
+from recast.evaluation.stages import reward_stage
+from recast.generator.base import Sampling
+
+PAIRS = real_pairs(4)
+
+
+class ScriptedGenerator:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        self.seen += prompts
+        return [p.upper() for p in prompts]  # y depends on x' only: a black box
+
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]:
+        raise AssertionError("the reward path never scores")
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedReward:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def score(self, questions: list[str], answers: list[str]) -> list[float]:
+        self.seen += list(zip(questions, answers, strict=True))
+        return [float(len(a)) for a in answers]
+
+
+def test_reward_sends_x_prime_to_the_generator_and_scores_x_with_y() -> None:
+    generator, reward = ScriptedGenerator(), ScriptedReward()
+    fn = GeneratorReward(generator, reward, Sampling(max_new_tokens=8))
+    queries = [p.prompt for p in PAIRS]
+    x_prime = [f"Please answer in detail: {q}" for q in queries]
+    completions = [[{"role": "assistant", "content": x}] for x in x_prime]
+    values = fn(prompts=[None] * 4, completions=completions, query=queries)
+    assert generator.seen == x_prime  # the generator sees x', never x
+    assert reward.seen == [(q, x.upper()) for q, x in zip(queries, x_prime, strict=True)]
+    assert values == [float(len(x)) for x in x_prime] and fn.calls == 4
+    assert text_of("plain text") == "plain text"
+
+
+def test_sequence_kl_matches_a_hand_computation() -> None:
+    torch.manual_seed(0)
+    p, q = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    tokens = torch.tensor([[1, 4, 0], [2, 2, 3]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    lp, lq = p.log_softmax(-1), q.log_softmax(-1)
+    expected = torch.tensor(
+        [
+            sum(float(lp[0, t, tokens[0, t]] - lq[0, t, tokens[0, t]]) for t in range(2)),
+            sum(float(lp[1, t, tokens[1, t]] - lq[1, t, tokens[1, t]]) for t in range(3)),
+        ]
+    )
+    assert torch.allclose(sequence_kl(p, q, tokens, mask), expected, atol=1e-5)
+    assert torch.allclose(sequence_kl(p, p, tokens, mask), torch.zeros(2))
+    # its expectation under p is the exact KL: check on many samples of one position
+    probs = p[0, 0].softmax(-1)
+    samples = torch.multinomial(probs, 20000, replacement=True)[None]
+    estimate = (
+        sequence_kl(
+            p[0, :1].expand(20000, 5)[None],
+            q[0, :1].expand(20000, 5)[None],
+            samples,
+            torch.ones(1, 20000),
+        )
+        / 20000
+    )
+    exact = (probs * (probs.log() - q[0, 0].log_softmax(-1))).sum()
+    assert float(estimate) == pytest.approx(float(exact), abs=0.02)
+
+
+@pytest.fixture
+def prompter_params(in_tmp: Path, tiny_lm: str, minilm: str):
+    overrides = [
+        f"ingest.root={SAMPLES}",
+        f"generator.model={tiny_lm}",
+        f"refiner.model={tiny_lm}",
+        *tiny_eval(tiny_lm, minilm),
+        "tracking.enabled=false",
+    ]
+    params = load_params("params.yaml", overrides)
+    stages.build(params)
+    reward_stage(params)
+    return params
+
+
+def test_kl_of_the_prompter_to_itself_is_zero(prompter_params, tiny_lm: str) -> None:
+    queries = [p.prompt for p in PAIRS[:2]]
+    assert prompter_kl(prompter_params, tiny_lm, tiny_lm, queries) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_train_prompter_runs_grpo_and_measures_the_gaps(prompter_params, in_tmp: Path) -> None:
+    result = train_prompter(prompter_params)
+    assert result["steps"] == 2 and len(result["curve"]) == 2
+    assert result["generator_calls"] == 2 * 2  # num_generations x' per step, each answered
+    assert (in_tmp / "runs" / "prompter" / "model" / "config.json").exists()
+    assert (in_tmp / "runs" / "prompter" / "oracle" / "model" / "config.json").exists()
+    for key in ("delta_1", "delta_2", "gain_over_sft"):
+        low, high = result[key]["ci95"]
+        assert low <= result[key]["mean"] <= high
+    # Eq. 7's pieces add up: Δ1 + Δ2 = J(oracle) − J(ρ)
+    total = result["delta_1"]["mean"] + result["delta_2"]["mean"]
+    assert total == pytest.approx(result["J_oracle"] - result["J_prompter"], abs=1e-6)
+    assert result["kl_to_sft"] >= -1.0  # a Monte-Carlo estimate: near 0 after 2 tiny steps
+    saved = json.loads((in_tmp / "runs" / "prompter" / "result.json").read_text())
+    assert saved["J_prompter"] == result["J_prompter"]
+
+
+def test_sweep_writes_reward_against_kl_and_the_report(prompter_params, in_tmp: Path) -> None:
+    from recast.alignpro import report, sweep
+
+    train_prompter(prompter_params)
+    rows = sweep(prompter_params)["rows"]
+    assert [r["lambda"] for r in rows] == [0.0, 0.1]
+    assert all(
+        (in_tmp / "runs/prompter-sweep" / f"lambda-{lam:g}/model").is_dir() for lam in (0, 0.1)
+    )
+    report(prompter_params)
+    text = (in_tmp / "reports/prompter/report.md").read_text()
+    assert "Δ1 = J(oracle) − J(π_F)" in text and "| 0.1 |" in text
+    assert (in_tmp / "reports/prompter/sweep.png").stat().st_size > 0
+    assert (in_tmp / "reports/prompter/curve.png").stat().st_size > 0
+    # a second call with the same inputs reuses the trained prompter
+    again = train_prompter(prompter_params)
+    assert again["key"] == json.loads((in_tmp / "runs/prompter/result.json").read_text())["key"]
