@@ -382,6 +382,9 @@ def report(params: Params) -> dict[str, Any]:
     result = io.read_json(main)
     sweep_file = METRICS_DIR / "prompter_sweep.json"
     rows = io.read_json(sweep_file)["rows"] if sweep_file.exists() else []
+    if rows and all(r["lambda"] != result["lambda"] for r in rows):  # the main run is a point too
+        main_row = {k: result[k] for k in ("lambda", "J_prompter", "kl_to_sft")}
+        rows = sorted([*rows, main_row], key=lambda r: r["lambda"])
     out = Path("reports") / "prompter"
 
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -202,7 +202,9 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
         "evaluate": {
             k: v
             for k, v in dataclasses.asdict(params.evaluate).items()
-            if not k.startswith(("judge", "agreement", "n_boot", "out_dir", "sets", "max_prompts"))
+            if not k.startswith(
+                ("judge", "agreement", "n_boot", "out_dir", "sets", "max_prompts", "systems")
+            )
         },
         "sampling": dataclasses.asdict(params.sampling),
     }
