@@ -172,3 +172,43 @@ def test_reward_model_learns_real_preferences(minilm: str, tmp_path) -> None:
     assert again.score(QUESTIONS[:2], CHOSEN[:2]) == pytest.approx(
         model.score(QUESTIONS[:2], CHOSEN[:2]), abs=1e-5
     )
+
+
+def test_speculative_rejection_schedule_and_run() -> None:
+    from recast.errors import GeneratorError
+    from recast.evaluation.sr import schedule, speculative_rejection, survivors
+
+    assert survivors(8, 0.5) == 4 and survivors(3, 0.5) == 2 and survivors(1, 0.9) == 1
+    assert schedule(16, 0.5, 5) == [16, 8, 4, 2, 1]
+    assert schedule(10, 0.0, 3) == [10, 10, 10]  # α = 0 is Best-of-N
+    with pytest.raises(ValueError, match="α"):
+        survivors(4, 1.0)
+
+    class Growing(ScriptedJudge):
+        """Each resume appends one word per token of the chunk; sample k writes 'k' words, so
+        the reward (length) ranks the samples the same at every checkpoint."""
+
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.rows: list[int] = []
+
+        def continue_answers(self, prompts, partials, sampling):
+            self.rows.append(len(prompts))
+            return [p + f" w{len(p)}" * sampling.max_new_tokens for p in partials]
+
+    class LengthReward:
+        def score(self, questions: list[str], answers: list[str]) -> list[float]:
+            return [float(len(a)) for a in answers]
+
+    generator = Growing()
+    answers, rewards, calls, _ = speculative_rejection(
+        generator, LengthReward(), QUESTIONS[:2], 8, 0.5, 4,
+        Sampling(max_new_tokens=16, temperature=0.7, seed=0), lambda t: len(t.split()),
+    )  # fmt: skip
+    assert generator.rows == [16, 8, 4, 2]  # 2 prompts x the schedule [8, 4, 2, 1]
+    assert calls == sum(generator.rows) and len(answers) == 2 and rewards[0] == len(answers[0])
+    with pytest.raises(GeneratorError, match="cannot do"):
+        speculative_rejection(
+            ScriptedJudge(None), LengthReward(), QUESTIONS[:1], 2, 0.5, 4,
+            Sampling(temperature=0.7), len,
+        )  # fmt: skip
