@@ -16,7 +16,6 @@ white-box access), so Δ1 = J(oracle) − J(π_F) and Δ2 = J(π_F) − J(ρ) ar
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from recast.errors import RecastError
 from recast.evaluation.reward import RewardModel
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
+from recast.trl_run import save_policy, trainer_args
 
 PROMPTER = (
     "Rewrite the user's query below so that an AI assistant gives the most helpful, accurate "
@@ -110,7 +110,6 @@ def grpo(
         [{"prompt": [{"role": "user", "content": prompt_of(q)}], "query": q} for q in queries]
     )
     args = GRPOConfig(
-        output_dir=str(out / "trainer"),
         beta=lam,
         learning_rate=pp.lr,
         max_steps=steps,
@@ -118,13 +117,7 @@ def grpo(
         per_device_train_batch_size=pp.num_generations,  # one query's group per step
         max_completion_length=pp.max_new_tokens,
         temperature=pp.temperature,
-        seed=pp.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=device == "cpu",
-        bf16=False,
-        disable_tqdm=True,
+        **trainer_args(out, pp.seed, device),
     )
     trainer = GRPOTrainer(
         model=model,
@@ -134,14 +127,7 @@ def grpo(
         processing_class=tokenizer,
     )
     trainer.train()
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out / "model", ignore_errors=True)
-    tmp.rename(out / "model")
-    shutil.rmtree(out / "trainer", ignore_errors=True)
-    return [row for row in trainer.state.log_history if "reward" in row]
+    return [row for row in save_policy(trainer, tokenizer, out) if "reward" in row]
 
 
 def eval_sampling(params: Params) -> Sampling:

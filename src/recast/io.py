@@ -73,3 +73,17 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def save_pretrained(model: Any, tokenizer: Any, path: str | Path) -> None:
+    """A HF model + tokenizer folder, replaced whole or not at all (a kill mid-save leaves the
+    previous folder, or none, never half of one)."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -144,12 +143,7 @@ def finetune(
 
 def save_refiner(refiner: Refiner, path: Path) -> None:
     """model + tokenizer (with [Z_s], [Z_e]) as a HF folder, replaced whole or not at all."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    refiner.model.save_pretrained(tmp)
-    refiner.tokenizer.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    io.save_pretrained(refiner.model, refiner.tokenizer, path)
     refiner.source = str(path)
 
 

@@ -9,7 +9,6 @@ teacher says, not on what the generator does with the rewrite."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from recast.config import Params
 from recast.data.stages import METRICS_DIR
 from recast.generator import make_generator
 from recast.generator.base import Sampling
+from recast.trl_run import save_policy, trainer_args
 
 TEACHER = (
     "Here is a user's instruction, a bad response and a good response to it.\n\n"
@@ -88,31 +88,16 @@ def bpo_stage(params: Params) -> dict[str, Any]:
             for p, w in kept
         ]
     )
-    work = out / "trainer"
     args = SFTConfig(
-        output_dir=str(work),
         learning_rate=bp.lr,
         num_train_epochs=bp.epochs,
         per_device_train_batch_size=bp.batch_size,
         max_length=bp.max_length,
-        seed=bp.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=device == "cpu",
-        bf16=False,
-        disable_tqdm=True,
+        **trainer_args(out, bp.seed, device),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
-    logs = [row for row in trainer.state.log_history if "loss" in row]
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out / "model", ignore_errors=True)
-    tmp.rename(out / "model")
-    shutil.rmtree(work, ignore_errors=True)
+    logs = [row for row in save_policy(trainer, tokenizer, out) if "loss" in row]
     metrics = {
         "pairs": len(pairs),
         "optimized_kept": len(kept),

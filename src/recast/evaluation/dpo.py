@@ -4,7 +4,6 @@ touches the generator; this baseline does, to show what access to its weights wo
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from recast import io
 from recast.config import Params
 from recast.data.stages import METRICS_DIR
+from recast.trl_run import save_policy, trainer_args
 
 
 def dpo_stage(params: Params) -> dict[str, Any]:
@@ -39,34 +39,19 @@ def dpo_stage(params: Params) -> dict[str, Any]:
         ]
     )
     out = Path(dp.out_dir)
-    work = out / "trainer"
     args = DPOConfig(
-        output_dir=str(work),
         beta=dp.beta,
         learning_rate=dp.lr,
         num_train_epochs=dp.epochs,
         per_device_train_batch_size=dp.batch_size,
         max_length=dp.max_length,
-        seed=dp.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=device == "cpu",
-        bf16=False,
-        disable_tqdm=True,
+        **trainer_args(out, dp.seed, device),
     )
     t0 = time.perf_counter()
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     seconds = time.perf_counter() - t0
-    logs = [row for row in trainer.state.log_history if "loss" in row]
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out / "model", ignore_errors=True)
-    tmp.rename(out / "model")
-    shutil.rmtree(work, ignore_errors=True)
+    logs = [row for row in save_policy(trainer, tokenizer, out) if "loss" in row]
     metrics = {
         "pairs": len(pairs),
         "steps": len(logs),
