@@ -193,6 +193,15 @@ def _system(
     )
 
 
+TRAINED = {"bpo": "bpo", "alignpro": "prompter", "dpo": "dpo"}
+"""Systems backed by a model another stage trains: system -> its params section."""
+
+
+def _weights_digest(folder: Path) -> str | None:
+    weights = folder / "model.safetensors"
+    return io.sha256_file(weights) if weights.exists() else None
+
+
 def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     """What a system's answers depend on: rerun only when one of these changes."""
     parts = {
@@ -208,24 +217,15 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
         },
         "sampling": dataclasses.asdict(params.sampling),
     }
+    # the weights' digest: a retrained model's answers are made afresh
     if name == "ours" or name in ABLATIONS:
         parts["refiner"] = dataclasses.asdict(params.refiner)
         spec = _refiner_spec(params, name)
-        weights = Path(spec) / "model.safetensors"
-        # the weights' digest: a retrained refiner must be answered afresh
-        parts["weights"] = io.sha256_file(weights) if weights.exists() else spec
-    if name == "bpo":
-        parts["bpo"] = dataclasses.asdict(params.bpo)
-        weights = Path(params.bpo.out_dir) / "model" / "model.safetensors"
-        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
-    if name == "alignpro":
-        parts["prompter"] = dataclasses.asdict(params.prompter)
-        weights = Path(params.prompter.out_dir) / "model" / "model.safetensors"
-        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
-    if name == "dpo":
-        parts["dpo"] = dataclasses.asdict(params.dpo)
-        weights = Path(params.dpo.out_dir) / "model" / "model.safetensors"
-        parts["weights"] = io.sha256_file(weights) if weights.exists() else None
+        parts["weights"] = _weights_digest(Path(spec)) or spec
+    if name in TRAINED:  # bpo, alignpro, dpo: a model their own stage trained
+        section = getattr(params, TRAINED[name])
+        parts[TRAINED[name]] = dataclasses.asdict(section)
+        parts["weights"] = _weights_digest(Path(section.out_dir) / "model")
     if name in ("bon", "sr"):
         parts["reward"] = dataclasses.asdict(params.reward)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
