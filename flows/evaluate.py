@@ -1,6 +1,7 @@
 """Flow `evaluate`: what the systems need (reward model, ablation refiners, BPO optimizer, DPO
 model, Align-Pro prompter), every comparison judged, then the report; as `dvc repro` runs
-them."""
+them. Judging is a subflow so that its per-set tasks run on the task runner
+params.orchestration names (local, Dask or Ray)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from prefect import flow
 
 from recast import runs
 from recast.config import load_params
-from tasks import evaluation, prompter
+from recast.evaluation import stages
+from tasks import evaluation, prompter, runners
+
+
+# Retried as a whole when it runs in-process; a retry reuses every answer already written.
+@flow(name="judge-sets", retries=2, retry_delay_seconds=10)
+def judge_sets(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """Every evaluation set answered and judged, then the cells per set and over all sets."""
+    p = load_params(params_file, overrides or [])
+    return stages.evaluate_stage(p, map_sets=evaluation.fan_out(p))
 
 
 @flow(name="evaluate")
@@ -24,7 +34,8 @@ def evaluate(
     evaluation.bpo(p)
     evaluation.dpo(p)
     prompter.train(p)  # Align-Pro's prompter (reused if train-prompter already made it)
-    result = evaluation.evaluate(p)
+    runner = runners.task_runner(p.orchestration)
+    result = judge_sets.with_options(task_runner=runner)(params_file, overrides)
     written = evaluation.report(p)
     return {"reward": reward, "cells": result["cells"], "report": written["report"]}
 

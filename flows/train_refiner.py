@@ -13,7 +13,7 @@ from flows.build_data import build_data
 from flows.evaluate import evaluate
 from recast import runs
 from recast.config import load_params
-from tasks import refiner
+from tasks import refiner, runners
 
 
 @flow(name="cmaes-search")
@@ -35,7 +35,7 @@ def train_refiner(
     params_file: str = "params.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
     p = load_params(params_file, overrides or [])
-    runner = refiner.task_runner(p.orchestration)
+    runner = runners.task_runner(p.orchestration)
     data = build_data(params_file, overrides)
     search = None
     if p.cmaes.enabled:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import task, unmapped
 
 from recast import runs
 from recast.config import Params
@@ -36,10 +36,18 @@ def reward(params: Params) -> dict[str, Any]:
 
 
 # Retried: the judge or the generator may be a remote endpoint. Answers already written are
-# reused on a retry (evaluate_stage keys them by their inputs).
-@task(name="evaluate", retries=2, retry_delay_seconds=10)
-def evaluate(params: Params) -> dict[str, Any]:
-    return stages.evaluate_stage(params)
+# reused on a retry (evaluate_set keys them by their inputs).
+@task(name="evaluate-set", retries=2, retry_delay_seconds=10)
+def evaluate_set(params: Params, set_name: str) -> stages.SetResult:
+    return stages.evaluate_set(params, set_name)
+
+
+def fan_out(params: Params) -> stages.MapSets | None:
+    """Prefect task mapping over the evaluation sets; None for the local default, which answers
+    and judges them one after another in the flow's own process (one judge in memory)."""
+    if params.orchestration.runner == "local":
+        return None
+    return lambda p, sets: evaluate_set.map(unmapped(p), sets).result()
 
 
 @task(name="report")

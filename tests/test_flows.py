@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,7 @@ def test_population_fans_out_over_a_local_dask_cluster(
 
     from flows.train_refiner import cmaes_search
     from recast import distributed
-    from tasks.refiner import task_runner
+    from tasks.runners import task_runner
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers unpickle tasks.refiner by name
     base = [
@@ -106,6 +108,102 @@ def test_population_fans_out_over_a_local_dask_cluster(
     assert sum(count for _, count in served.values()) == 1 + 2 * local["popsize"]  # F(0) + 2 gens
     for key in ("es_fitness_at_zero", "es_fitness_at_xi_star", "dev_fitness_at_xi_star"):
         assert spread[key] == pytest.approx(local[key], abs=1e-4)
+
+
+def test_evaluation_sets_fan_out_over_a_local_dask_cluster(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str, minilm: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The judge-sets subflow maps the four evaluation sets onto a 2-process Dask cluster: both
+    workers answer and judge sets, and the cells equal the single-process default's."""
+    from distributed import LocalCluster
+
+    from flows.evaluate import judge_sets
+    from recast.evaluation.stages import reward_stage
+    from tasks.runners import task_runner
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers unpickle tasks.evaluation by name
+    base = [
+        f"ingest.root={SAMPLES}",
+        f"generator.model={tiny_lm}",
+        f"refiner.model={tiny_lm}",
+        "refiner.max_refined_tokens=6",
+        f"evaluate.refiner={tiny_lm}",
+        *tiny_eval(tiny_lm, minilm),
+        "evaluate.systems=[org, ours, bon]",
+        "tracking.enabled=false",
+    ]
+    stages.build(load_params("params.yaml", base))
+    reward_stage(load_params("params.yaml", base))
+    local = judge_sets("params.yaml", [*base, "evaluate.out_dir=reports/eval-local"])
+    assert len(set(local["workers"].values())) == 1  # the default: all sets in this process
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1) as cluster:
+        over = [
+            *base,
+            "evaluate.out_dir=reports/eval-dask",
+            "orchestration.runner=dask",
+            f"orchestration.address={cluster.scheduler_address}",
+        ]
+        runner = task_runner(load_params("params.yaml", over).orchestration)
+        spread = judge_sets.with_options(task_runner=runner)("params.yaml", over)
+        worker_pids = {w.pid for w in cluster.workers.values()}
+    assert set(spread["workers"]) == {"bpo_test", "dolly_eval", "vicuna_eval", "self_instruct_eval"}
+    assert set(spread["workers"].values()) == worker_pids  # both workers took sets
+    assert spread["cells"] == local["cells"] and spread["systems"] == local["systems"]
+    answers = sorted(p.relative_to(in_tmp / "reports/eval-dask")
+                     for p in (in_tmp / "reports/eval-dask/answers").rglob("*.json"))  # fmt: skip
+    assert len(answers) == 4 * 3  # each worker wrote its sets' answers, one file a system
+
+
+def test_both_fan_outs_run_on_a_local_ray_cluster(
+    prefect_harness: None, in_tmp: Path, tiny_lm: str, minilm: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """orchestration.runner=ray with no address: the runner starts a 2-CPU local Ray; the
+    candidates and the sets run in its worker processes and give the single-process results."""
+    pytest.importorskip("prefect_ray", reason="prefect-ray is the optional recast[ray] extra")
+    from flows.evaluate import judge_sets
+    from flows.train_refiner import cmaes_search
+    from recast import distributed
+    from recast.evaluation.stages import reward_stage
+    from tasks.runners import task_runner
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *sys.path]))  # Ray's workers
+    base = [
+        f"ingest.root={SAMPLES}",
+        "split.es_size=4",
+        f"generator.model={tiny_lm}",
+        f"refiner.model={tiny_lm}",
+        "refiner.max_refined_tokens=6",
+        "cmaes.iterations=2",
+        "cmaes.max_target_tokens=16",
+        "cmaes.stop_on_flat_fitness=false",
+        f"evaluate.refiner={tiny_lm}",
+        *tiny_eval(tiny_lm, minilm),
+        "evaluate.systems=[org, ours]",
+        "tracking.enabled=false",
+    ]
+    stages.build(load_params("params.yaml", base))
+    reward_stage(load_params("params.yaml", base))
+    local_search = cmaes_search("params.yaml", [*base, "cmaes.out_dir=runs/search-local"])
+    local_sets = judge_sets("params.yaml", [*base, "evaluate.out_dir=reports/eval-local"])
+    ray = [*base, "orchestration.runner=ray", "orchestration.workers=2"]
+    runner = task_runner(load_params("params.yaml", ray).orchestration)
+    scored_here = distributed.served()[1]
+    search = cmaes_search.with_options(task_runner=runner)(
+        "params.yaml", [*ray, "cmaes.out_dir=runs/search-ray"]
+    )
+    assert distributed.served()[1] == scored_here  # every candidate was scored by Ray's workers
+    for key in ("es_fitness_at_zero", "es_fitness_at_xi_star", "dev_fitness_at_xi_star"):
+        assert search[key] == pytest.approx(local_search[key], abs=1e-4)
+
+    runner = task_runner(load_params("params.yaml", ray).orchestration)
+    spread = judge_sets.with_options(task_runner=runner)(
+        "params.yaml", [*ray, "evaluate.out_dir=reports/eval-ray"]
+    )
+    assert os.getpid() not in spread["workers"].values()
+    assert len(set(spread["workers"].values())) >= 2  # the sets ran side by side
+    assert spread["cells"] == local_sets["cells"] and spread["systems"] == local_sets["systems"]
 
 
 def test_train_prompter_flow_trains_sweeps_reports_and_promotes(

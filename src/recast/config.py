@@ -402,11 +402,12 @@ class RegistryParams:
 
 @dataclass
 class OrchestrationParams:
-    """How Prefect runs the population's fitness evaluations."""
+    """How Prefect runs the population's fitness evaluations and the evaluation sets."""
 
     runner: str = "local"
-    """'local': in the flow's process, batched; 'dask' or 'ray': one Prefect task per candidate
-    ξ, mapped onto that cluster (prefect-dask / prefect-ray)."""
+    """'local': in the flow's process (the population batched, the sets in turn); 'dask' or
+    'ray': one Prefect task per candidate ξ and per evaluation set, mapped onto that cluster
+    (prefect-dask / prefect-ray)."""
     address: str | None = None
     """Scheduler address of an existing cluster (dask: tcp://host:8786, ray: ray://host:10001);
     None starts a local cluster of `workers` processes."""

@@ -2,8 +2,9 @@
 `reward` (train the Bradley-Terry reward model), `evaluate` (every system's answers, the judge's
 win / loss / tie cells against "ours", rewards and costs) and `report` (Markdown, HTML, plots).
 
-Each system's answers are written as soon as they exist, keyed by the inputs that made them, so
-a killed `evaluate` resumes without regenerating them.
+`evaluate` works set by set (evaluate_set), so that the sets can fan out over a cluster; each
+system's answers to a set are written as soon as they exist, keyed by the inputs that made them,
+so a killed `evaluate` resumes without regenerating them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,13 @@ from recast.errors import RecastError
 from recast.evaluation.bon import best_of_n
 from recast.evaluation.bootstrap import bootstrap_ci, rates
 from recast.evaluation.bpo import optimize
-from recast.evaluation.judge import Agreement, PairwiseJudge, PointwiseJudge, agreement
+from recast.evaluation.judge import (
+    Agreement,
+    Judged,
+    PairwiseJudge,
+    PointwiseJudge,
+    agreement,
+)
 from recast.evaluation.reward import RewardModel, pairwise_accuracy, train_reward
 from recast.evaluation.sr import speculative_rejection
 from recast.generator import make_generator
@@ -69,14 +77,16 @@ def reward_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
 # -- answers -----------------------------------------------------------------------------------
 
 
-def eval_prompts(params: Params) -> list[EvalPrompt]:
+def eval_prompts(params: Params, set_name: str | None = None) -> list[EvalPrompt]:
+    """The evaluation prompts of one set (or of every set in params, in order), capped at
+    evaluate.max_prompts a set."""
     path = Path(params.pairs.out_dir) / "eval.parquet"
     if not path.exists():
         raise RecastError(f"{path} is missing: run `dvc repro pairs` or `recast data build`")
     rows = [EvalPrompt.from_row(r) for r in io.read_parquet(path).to_pylist()]
     ev = params.evaluate
     out: list[EvalPrompt] = []
-    for name in ev.sets:
+    for name in [set_name] if set_name else ev.sets:
         in_set = [r for r in rows if r.set == name]
         if not in_set:
             raise RecastError(f"evaluation set {name!r} has no prompts in {path}")
@@ -281,20 +291,45 @@ def comparisons(systems: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
-    """Every system's answers, the judge's cells "ours vs X" per set, rewards and costs."""
-    from recast.models.load import load_tokenizer
+@dataclasses.dataclass
+class SetResult:
+    """One evaluation set answered by every system and judged: the unit the sets fan out into
+    (each can run in its own worker process; everything here pickles)."""
 
-    ev = params.evaluate
-    out = Path(ev.out_dir)
-    prompts = eval_prompts(params)
-    questions = [p.prompt for p in prompts]
-    if "ours" not in ev.systems:
+    set: str
+    prompts: list[EvalPrompt]
+    systems: dict[str, Answers]
+    rewards: dict[str, list[float]]
+    """r_ω(x, y) of each system's answers."""
+    judged: dict[tuple[str, str], Judged]
+    """(system, versus) -> the judge's outcomes, one per prompt."""
+    worker: int
+    """The process that ran it: shows where a fanned-out set went."""
+
+
+MapSets = Callable[[Params, list[str]], list[SetResult]]
+"""Runs evaluate_set(params, s) for each set s, anywhere, and returns the results in order."""
+
+
+def _check_inputs(params: Params) -> Path:
+    """Fail before any answer is made if the stage cannot finish."""
+    if "ours" not in params.evaluate.systems:
         raise RecastError("evaluate.systems must include 'ours': every cell is ours vs a system")
     reward_dir = Path(params.reward.out_dir) / "model"
     if not (reward_dir / "head.pt").exists():
         raise RecastError(f"no reward model at {reward_dir}: run `recast reward` first")
-    reward = RewardModel.load(reward_dir)
+    return reward_dir
+
+
+def evaluate_set(params: Params, set_name: str, log: Log = _quiet) -> SetResult:
+    """Every system's answers to one set's prompts (each written as soon as it exists, keyed by
+    its inputs, so a rerun reuses it), their rewards, and the judge's verdicts."""
+    from recast.models.load import load_tokenizer
+
+    ev = params.evaluate
+    reward = RewardModel.load(_check_inputs(params))
+    prompts = eval_prompts(params, set_name)
+    questions = [p.prompt for p in prompts]
     tokenizer = load_tokenizer(params.refiner.model)
 
     def count(text: str) -> int:
@@ -305,56 +340,84 @@ def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
     try:
         for name in ev.systems:
             key = _answers_key(params, name, prompts)
-            path = out / "answers" / f"{name}.json"
+            path = Path(ev.out_dir) / "answers" / set_name / f"{name}.json"
             if path.exists() and io.read_json(path).get("key") == key:
-                log(f"{name}: answers from an earlier run ({path})")
+                log(f"{set_name}/{name}: answers from an earlier run ({path})")
                 systems[name] = Answers(**io.read_json(path)["answers"])
                 continue
-            log(f"{name}: answering {len(prompts)} prompts")
+            log(f"{set_name}/{name}: answering {len(prompts)} prompts")
             systems[name] = _system(name, params, generator, reward, questions, count)
             io.write_json(path, {"key": key, "answers": dataclasses.asdict(systems[name])})
     finally:
         generator.close()
 
     rewards = {name: reward.score(questions, a.answers) for name, a in systems.items()}
-    log(f"judge: {ev.judge_model} ({ev.judge_mode}) on {len(comparisons(ev.systems))} comparisons")
+    log(f"{set_name}: judging {len(comparisons(ev.systems))} comparisons with {ev.judge_model}")
+    judge, judge_backend = _judge(params)
+    try:
+        judged = {
+            (system, other): judge.judge(questions, systems[system].answers, systems[other].answers)
+            for system, other in comparisons(ev.systems)
+        }
+    finally:
+        judge_backend.close()
+    return SetResult(set_name, prompts, systems, rewards, judged, os.getpid())
+
+
+def evaluate_stage(
+    params: Params, log: Log = _quiet, map_sets: MapSets | None = None
+) -> dict[str, Any]:
+    """Every set through evaluate_set (in this process, or fanned out by `map_sets`), then the
+    judge's agreement with labels and the cells "ours vs X" per set and over all sets."""
+    ev = params.evaluate
+    _check_inputs(params)
+    if map_sets is None:
+        per_set = [evaluate_set(params, s, log) for s in ev.sets]
+    else:
+        log(f"answering and judging {len(ev.sets)} sets on {params.orchestration.runner}")
+        per_set = map_sets(params, list(ev.sets))
+    prompts = [p for r in per_set for p in r.prompts]
+
+    log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
     judge, judge_backend = _judge(params)
     try:
         trust = _agreement(params, judge)
-        cells = []
-        for system, other in comparisons(ev.systems):
-            judged = judge.judge(questions, systems[system].answers, systems[other].answers)
-            for set_name in [*ev.sets, "all"]:
-                idx = [i for i, p in enumerate(prompts) if set_name in ("all", p.set)]
-                outcomes = [judged.outcomes[i] for i in idx]
-                cells.append(
-                    {
-                        "set": set_name,
-                        "system": system,
-                        "versus": other,
-                        "n": len(idx),
-                        "unparsed": sum(o is None for o in outcomes),
-                        **rates(outcomes),
-                        "ci95": bootstrap_ci(outcomes, ev.n_boot, ev.seed),
-                    }
-                )
-            io.write_json(
-                out / "judgments" / f"{system}_vs_{other}.json",
-                [
-                    {"id": p.id, "set": p.set, "outcome": o, "raw": list(r) if r else None}
-                    for p, o, r in zip(
-                        prompts,
-                        judged.outcomes,
-                        judged.raw or [None] * len(prompts),
-                        strict=True,
-                    )
-                ],
-            )
     finally:
         judge_backend.close()
 
+    cells = []
+    for system, other in comparisons(ev.systems):
+        outcomes = {r.set: r.judged[system, other].outcomes for r in per_set}
+        outcomes["all"] = [o for r in per_set for o in outcomes[r.set]]
+        for set_name in [*ev.sets, "all"]:
+            cells.append(
+                {
+                    "set": set_name,
+                    "system": system,
+                    "versus": other,
+                    "n": len(outcomes[set_name]),
+                    "unparsed": sum(o is None for o in outcomes[set_name]),
+                    **rates(outcomes[set_name]),
+                    "ci95": bootstrap_ci(outcomes[set_name], ev.n_boot, ev.seed),
+                }
+            )
+        raw = [r for s in per_set for r in s.judged[system, other].raw or [None] * len(s.prompts)]
+        io.write_json(
+            Path(ev.out_dir) / "judgments" / f"{system}_vs_{other}.json",
+            [
+                {"id": p.id, "set": p.set, "outcome": o, "raw": list(r) if r else None}
+                for p, o, r in zip(prompts, outcomes["all"], raw, strict=True)
+            ],
+        )
+
+    def total(name: str, field: str) -> Any:
+        return sum(getattr(r.systems[name], field) for r in per_set)
+
+    def rewards(name: str) -> list[float]:
+        return [v for r in per_set for v in r.rewards[name]]
+
     result = {
-        "prompts": {s: sum(p.set == s for p in prompts) for s in ev.sets},
+        "prompts": {r.set: len(r.prompts) for r in per_set},
         "judge": {
             "model": ev.judge_model,
             "mode": ev.judge_mode,
@@ -363,21 +426,23 @@ def evaluate_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
         "cells": cells,
         "systems": {
             name: {
-                "calls": a.calls,
-                "tokens": a.tokens,
-                "reward_mean": float(np.mean(rewards[name])),
-                "reward_var": float(np.var(rewards[name])),
+                "calls": total(name, "calls"),
+                "tokens": total(name, "tokens"),
+                "reward_mean": float(np.mean(rewards(name))),
+                "reward_var": float(np.var(rewards(name))),
             }
-            for name, a in systems.items()
+            for name in ev.systems
         },
         "empty_refinements": sum(
-            s == q for s, q in zip(systems["ours"].sent or [], questions, strict=False)
+            s == p.prompt
+            for r in per_set
+            for s, p in zip(r.systems["ours"].sent or [], r.prompts, strict=False)
         ),
     }
     result["mlflow_run_id"] = _track(params, result)
-    io.write_json(out / "results.json", result)
+    io.write_json(Path(ev.out_dir) / "results.json", result)
     io.write_json(METRICS_DIR / "eval.json", _flat_metrics(result))
-    return result
+    return {**result, "workers": {r.set: r.worker for r in per_set}}  # pids: not worth a file
 
 
 def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
