@@ -212,3 +212,43 @@ def test_speculative_rejection_schedule_and_run() -> None:
             ScriptedJudge(None), LengthReward(), QUESTIONS[:1], 2, 0.5, 4,
             Sampling(temperature=0.7), len,
         )  # fmt: skip
+
+
+# Replies Qwen2.5-Coder-1.5B (the default BPO teacher) wrote for HH-RLHF / Alpaca-GPT4 training
+# pairs in `dvc repro bpo`, cut short here.
+TEACHER_REPLIES = [
+    (
+        "Here is the rewritten instruction:\n\n[Instruction]\nSupply a phrase to complete this "
+        "proverb: \"It's better to be safe than ____.\"\n\n[Good response]\nIt's better to be "
+        "safe than sorry.",
+        'Supply a phrase to complete this proverb: "It\'s better to be safe than ____."',
+    ),
+    (
+        "Certainly! Here is the rewritten instruction that would satisfy the user's needs while "
+        "providing the good response:\n\n[Instruction]\nWhich countries were involved in the "
+        "first World War? Please list all the countries that were involved.",
+        "Which countries were involved in the first World War? Please list all the countries "
+        "that were involved.",
+    ),
+    (
+        "[Instruction]\nDesign a post for a social media account to promote the following "
+        "product: Fresh fruit smoothie\n\n[Good response]\nSay hello to our freshly blended "
+        "Fruit Smoothie!",
+        "Design a post for a social media account to promote the following product: Fresh fruit "
+        "smoothie",
+    ),
+    (  # no headers at all: the reply is the rewrite
+        "Create a detailed timeline of the history of the internet, including the key "
+        "milestones and events that shaped the internet as we know it today.",
+        "Create a detailed timeline of the history of the internet, including the key "
+        "milestones and events that shaped the internet as we know it today.",
+    ),
+    ("[Instruction]\n\n[Good response]\nIt's better to be safe than sorry.", ""),  # nothing kept
+]
+
+
+@pytest.mark.parametrize("reply,rewrite", TEACHER_REPLIES)
+def test_extract_rewrite_keeps_the_instruction_alone(reply: str, rewrite: str) -> None:
+    from recast.evaluation.bpo import extract_rewrite
+
+    assert extract_rewrite(reply) == rewrite

@@ -9,6 +9,7 @@ teacher says, not on what the generator does with the rewrite."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,25 @@ TEACHER = (
 )
 OPTIMIZE = "Rewrite this instruction so that an AI assistant answers it well:\n\n{prompt}"
 SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("optimized", pa.string())])
+_SECTION = re.compile(r"^\s*\[(instruction|bad response|good response)\]\s*$", re.I | re.M)
+
+
+def extract_rewrite(reply: str) -> str:
+    """The rewritten instruction in a teacher's reply. A small teacher often wraps it in a
+    preamble ("Here is the rewritten instruction:"), repeats the prompt's [Instruction] header,
+    and runs on into a [Good response] section; the optimizer must learn the instruction alone."""
+    sections = list(_SECTION.finditer(reply))
+    heads = [m for m in sections if m.group(1).lower() == "instruction"]
+    if heads:  # the text under the last [Instruction] header, up to the next header
+        start = heads[-1].end()
+        after = [m.start() for m in sections if m.start() >= start]
+        reply = reply[start : after[0] if after else len(reply)]
+    elif sections:  # no [Instruction] header: what comes before the first response section
+        reply = reply[: sections[0].start()]
+    reply = reply.strip()
+    if len(reply) > 1 and reply[0] == reply[-1] == '"':  # quoted as a whole
+        reply = reply[1:-1].strip()
+    return reply
 
 
 def bpo_stage(params: Params) -> dict[str, Any]:
@@ -63,12 +83,9 @@ def bpo_stage(params: Params) -> dict[str, Any]:
     finally:
         teacher.close()
     teacher_seconds = time.perf_counter() - t0
+    rewrites = [extract_rewrite(w) for w in written]
     # an empty rewrite, or the query itself, teaches nothing: keep the rest, count the drops
-    kept = [
-        (p, w.strip())
-        for p, w in zip(pairs, written, strict=True)
-        if w.strip() and w.strip() != p.prompt
-    ]
+    kept = [(p, w) for p, w in zip(pairs, rewrites, strict=True) if w and w != p.prompt]
     out = Path(bp.out_dir)
     rows = [{"id": p.id, "prompt": p.prompt, "optimized": w} for p, w in kept]
     io.write_parquet(out / "pairs.parquet", pa.Table.from_pylist(rows, SCHEMA))
@@ -101,6 +118,7 @@ def bpo_stage(params: Params) -> dict[str, Any]:
     metrics = {
         "pairs": len(pairs),
         "optimized_kept": len(kept),
+        "optimized_unwrapped": sum(w != r.strip() for w, r in zip(rewrites, written, strict=True)),
         "teacher": bp.teacher,
         "teacher_seconds": teacher_seconds,
         "first_loss": logs[0]["loss"] if logs else None,
