@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SAMPLES, tiny_eval
@@ -46,6 +47,18 @@ def sets_overrides(tiny_lm: str, minilm: str, systems: str) -> list[str]:
         *tiny_eval(tiny_lm, minilm),
         f"evaluate.systems={systems}",
     ]
+
+
+def run_on_runner(flow: Any, overrides: list[str]) -> dict:
+    """The subflow on the task runner its params' orchestration section names."""
+    from tasks.runners import task_runner
+
+    runner = task_runner(load_params("params.yaml", overrides).orchestration)
+    return flow.with_options(task_runner=runner)("params.yaml", overrides)
+
+
+def on_dask(cluster: Any) -> list[str]:
+    return ["orchestration.runner=dask", f"orchestration.address={cluster.scheduler_address}"]
 
 
 def test_build_data_flow_matches_the_stage_functions(
@@ -98,7 +111,6 @@ def test_population_fans_out_over_a_local_dask_cluster(
 
     from flows.train_refiner import cmaes_search
     from recast import distributed
-    from tasks.runners import task_runner
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers unpickle tasks.refiner by name
     base = search_overrides(tiny_lm)
@@ -108,14 +120,9 @@ def test_population_fans_out_over_a_local_dask_cluster(
         LocalCluster(n_workers=2, processes=True, threads_per_worker=1) as cluster,
         Client(cluster) as client,
     ):
-        over = [
-            *base,
-            "cmaes.out_dir=runs/search-dask",
-            "orchestration.runner=dask",
-            f"orchestration.address={cluster.scheduler_address}",
-        ]
-        runner = task_runner(load_params("params.yaml", over).orchestration)
-        spread = cmaes_search.with_options(task_runner=runner)("params.yaml", over)
+        spread = run_on_runner(
+            cmaes_search, [*base, "cmaes.out_dir=runs/search-dask", *on_dask(cluster)]
+        )
         served = client.run(distributed.served)
     assert len(served) == 2
     assert all(count > 0 for _, count in served.values())  # both workers scored candidates
@@ -134,7 +141,6 @@ def test_evaluation_sets_fan_out_over_a_local_dask_cluster(
 
     from flows.evaluate import judge_sets
     from recast.evaluation.stages import reward_stage
-    from tasks.runners import task_runner
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers unpickle tasks.evaluation by name
     base = [*search_overrides(tiny_lm), *sets_overrides(tiny_lm, minilm, "[org, ours, bon]")]
@@ -143,14 +149,9 @@ def test_evaluation_sets_fan_out_over_a_local_dask_cluster(
     local = judge_sets("params.yaml", [*base, "evaluate.out_dir=reports/eval-local"])
     assert len(set(local["workers"].values())) == 1  # the default: all sets in this process
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1) as cluster:
-        over = [
-            *base,
-            "evaluate.out_dir=reports/eval-dask",
-            "orchestration.runner=dask",
-            f"orchestration.address={cluster.scheduler_address}",
-        ]
-        runner = task_runner(load_params("params.yaml", over).orchestration)
-        spread = judge_sets.with_options(task_runner=runner)("params.yaml", over)
+        spread = run_on_runner(
+            judge_sets, [*base, "evaluate.out_dir=reports/eval-dask", *on_dask(cluster)]
+        )
         worker_pids = {w.pid for w in cluster.workers.values()}
     assert set(spread["workers"]) == {"bpo_test", "dolly_eval", "vicuna_eval", "self_instruct_eval"}
     assert set(spread["workers"].values()) == worker_pids  # both workers took sets
@@ -170,7 +171,6 @@ def test_both_fan_outs_run_on_a_local_ray_cluster(
     from flows.train_refiner import cmaes_search
     from recast import distributed
     from recast.evaluation.stages import reward_stage
-    from tasks.runners import task_runner
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *sys.path]))  # Ray's workers
     base = [*search_overrides(tiny_lm), *sets_overrides(tiny_lm, minilm, "[org, ours]")]
@@ -179,19 +179,13 @@ def test_both_fan_outs_run_on_a_local_ray_cluster(
     local_search = cmaes_search("params.yaml", [*base, "cmaes.out_dir=runs/search-local"])
     local_sets = judge_sets("params.yaml", [*base, "evaluate.out_dir=reports/eval-local"])
     ray = [*base, "orchestration.runner=ray", "orchestration.workers=2"]
-    runner = task_runner(load_params("params.yaml", ray).orchestration)
     scored_here = distributed.served()[1]
-    search = cmaes_search.with_options(task_runner=runner)(
-        "params.yaml", [*ray, "cmaes.out_dir=runs/search-ray"]
-    )
+    search = run_on_runner(cmaes_search, [*ray, "cmaes.out_dir=runs/search-ray"])
     assert distributed.served()[1] == scored_here  # every candidate was scored by Ray's workers
     for key in ("es_fitness_at_zero", "es_fitness_at_xi_star", "dev_fitness_at_xi_star"):
         assert search[key] == pytest.approx(local_search[key], abs=1e-4)
 
-    runner = task_runner(load_params("params.yaml", ray).orchestration)
-    spread = judge_sets.with_options(task_runner=runner)(
-        "params.yaml", [*ray, "evaluate.out_dir=reports/eval-ray"]
-    )
+    spread = run_on_runner(judge_sets, [*ray, "evaluate.out_dir=reports/eval-ray"])
     assert os.getpid() not in spread["workers"].values()
     assert len(set(spread["workers"].values())) >= 2  # the sets ran side by side
     assert spread["cells"] == local_sets["cells"] and spread["systems"] == local_sets["systems"]
