@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task, unmapped
+from prefect import task
 
 from recast import runs
 from recast.config import Params
@@ -12,6 +12,7 @@ from recast.evaluation import bpo as bpo_module
 from recast.evaluation import dpo as dpo_module
 from recast.evaluation import report as report_module
 from recast.evaluation import stages
+from tasks import runners
 
 
 @task(name="ablate")
@@ -45,9 +46,7 @@ def evaluate_set(params: Params, set_name: str) -> stages.SetResult:
 def fan_out(params: Params) -> stages.MapSets | None:
     """Prefect task mapping over the evaluation sets; None for the local default, which answers
     and judges them one after another in the flow's own process (one judge in memory)."""
-    if params.orchestration.runner == "local":
-        return None
-    return lambda p, sets: evaluate_set.map(unmapped(p), sets).result()
+    return runners.mapped(evaluate_set, params)
 
 
 @task(name="report")

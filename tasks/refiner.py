@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from prefect import task, unmapped
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from recast import distributed, promotion
 from recast.config import Params
 from recast.distributed import CandidateJob, MapFn
+from tasks import runners
 
 
 # Retried: the generator may be a remote endpoint. Not cached: each ξ is scored once per search
@@ -24,9 +25,7 @@ def candidate_fitness(job: CandidateJob, e: np.ndarray) -> float:
 def fan_out(params: Params) -> MapFn | None:
     """Prefect task mapping over a population's candidates; None for the local default, which
     scores the population batched in the flow's own process."""
-    if params.orchestration.runner == "local":
-        return None
-    return lambda job, es: candidate_fitness.map(unmapped(job), es).result()
+    return runners.mapped(candidate_fitness, params)
 
 
 @task(name="promote")

@@ -1,11 +1,15 @@
 """The task runner params.orchestration names, for the subflows whose tasks fan out (a CMA-ES
-population's candidates, the evaluation sets)."""
+population's candidates, the evaluation sets), and the mapping that fans them out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from prefect import Task, unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from recast.config import OrchestrationParams
+from recast.config import OrchestrationParams, Params
 from recast.errors import ConfigError
 
 
@@ -33,3 +37,11 @@ def task_runner(o: OrchestrationParams) -> TaskRunner:
             return RayTaskRunner(address=o.address)
         return RayTaskRunner(init_kwargs={"num_cpus": o.workers})
     raise ConfigError(f"orchestration.runner {o.runner!r} is not one of local, dask, ray")
+
+
+def mapped(task: Task, params: Params) -> Callable[[Any, list[Any]], list[Any]] | None:
+    """(fixed, items) -> [task(fixed, item) for each item], as Prefect task mapping on the
+    runner; None for the local default, where the library runs the items in-process."""
+    if params.orchestration.runner == "local":
+        return None
+    return lambda fixed, items: task.map(unmapped(fixed), items).result()
