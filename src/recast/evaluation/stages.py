@@ -9,11 +9,12 @@ so a killed `evaluate` resumes without regenerating them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,46 +322,73 @@ def _check_inputs(params: Params) -> Path:
     return reward_dir
 
 
-def evaluate_set(params: Params, set_name: str, log: Log = _quiet) -> SetResult:
-    """Every system's answers to one set's prompts (each written as soon as it exists, keyed by
-    its inputs, so a rerun reuses it), their rewards, and the judge's verdicts."""
+@dataclasses.dataclass
+class Loaded:
+    """What answering and judging a set needs, loaded once per process rather than per set."""
+
+    reward: RewardModel
+    count: Callable[[str], int]
+    """Tokens in a text, by the refiner's tokenizer (the cost column)."""
+    generator: Generator
+    judge: PairwiseJudge | PointwiseJudge
+
+
+@contextlib.contextmanager
+def loaded(params: Params) -> Iterator[Loaded]:
+    """The reward model, the generator and the judge; both backends closed on the way out."""
     from recast.models.load import load_tokenizer
 
-    ev = params.evaluate
     reward = RewardModel.load(_check_inputs(params))
-    prompts = eval_prompts(params, set_name)
-    questions = [p.prompt for p in prompts]
     tokenizer = load_tokenizer(params.refiner.model)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     generator = make_generator(params.generator)
-    systems: dict[str, Answers] = {}
     try:
-        for name in ev.systems:
-            key = _answers_key(params, name, prompts)
-            path = Path(ev.out_dir) / "answers" / set_name / f"{name}.json"
-            if path.exists() and io.read_json(path).get("key") == key:
-                log(f"{set_name}/{name}: answers from an earlier run ({path})")
-                systems[name] = Answers(**io.read_json(path)["answers"])
-                continue
-            log(f"{set_name}/{name}: answering {len(prompts)} prompts")
-            systems[name] = _system(name, params, generator, reward, questions, count)
-            io.write_json(path, {"key": key, "answers": dataclasses.asdict(systems[name])})
+        judge, judge_backend = _judge(params)
+        try:
+            yield Loaded(reward, count, generator, judge)
+        finally:
+            judge_backend.close()
     finally:
         generator.close()
 
-    rewards = {name: reward.score(questions, a.answers) for name, a in systems.items()}
+
+def evaluate_set(
+    params: Params, set_name: str, log: Log = _quiet, models: Loaded | None = None
+) -> SetResult:
+    """Every system's answers to one set's prompts (each written as soon as it exists, keyed by
+    its inputs, so a rerun reuses it), their rewards, and the judge's verdicts. A worker that
+    gets no `models` loads its own."""
+    if models is None:
+        with loaded(params) as models:
+            return evaluate_set(params, set_name, log, models)
+    ev = params.evaluate
+    prompts = eval_prompts(params, set_name)
+    questions = [p.prompt for p in prompts]
+    systems: dict[str, Answers] = {}
+    for name in ev.systems:
+        key = _answers_key(params, name, prompts)
+        path = Path(ev.out_dir) / "answers" / set_name / f"{name}.json"
+        if path.exists() and io.read_json(path).get("key") == key:
+            log(f"{set_name}/{name}: answers from an earlier run ({path})")
+            systems[name] = Answers(**io.read_json(path)["answers"])
+            continue
+        log(f"{set_name}/{name}: answering {len(prompts)} prompts")
+        systems[name] = _system(
+            name, params, models.generator, models.reward, questions, models.count
+        )
+        io.write_json(path, {"key": key, "answers": dataclasses.asdict(systems[name])})
+
+    rewards = {name: models.reward.score(questions, a.answers) for name, a in systems.items()}
     log(f"{set_name}: judging {len(comparisons(ev.systems))} comparisons with {ev.judge_model}")
-    judge, judge_backend = _judge(params)
-    try:
-        judged = {
-            (system, other): judge.judge(questions, systems[system].answers, systems[other].answers)
-            for system, other in comparisons(ev.systems)
-        }
-    finally:
-        judge_backend.close()
+    judged = {
+        (system, other): models.judge.judge(
+            questions, systems[system].answers, systems[other].answers
+        )
+        for system, other in comparisons(ev.systems)
+    }
     return SetResult(set_name, prompts, systems, rewards, judged, os.getpid())
 
 
@@ -371,19 +399,21 @@ def evaluate_stage(
     judge's agreement with labels and the cells "ours vs X" per set and over all sets."""
     ev = params.evaluate
     _check_inputs(params)
-    if map_sets is None:
-        per_set = [evaluate_set(params, s, log) for s in ev.sets]
+    if map_sets is None:  # one reward model, generator and judge for every set
+        with loaded(params) as models:
+            per_set = [evaluate_set(params, s, log, models) for s in ev.sets]
+            log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
+            trust = _agreement(params, models.judge)
     else:
         log(f"answering and judging {len(ev.sets)} sets on {params.orchestration.runner}")
         per_set = map_sets(params, list(ev.sets))
+        log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
+        judge, judge_backend = _judge(params)
+        try:
+            trust = _agreement(params, judge)
+        finally:
+            judge_backend.close()
     prompts = [p for r in per_set for p in r.prompts]
-
-    log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
-    judge, judge_backend = _judge(params)
-    try:
-        trust = _agreement(params, judge)
-    finally:
-        judge_backend.close()
 
     cells = []
     for system, other in comparisons(ev.systems):
