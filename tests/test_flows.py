@@ -147,7 +147,7 @@ def test_evaluation_sets_fan_out_over_a_local_dask_cluster(
     stages.build(load_params("params.yaml", base))
     reward_stage(load_params("params.yaml", base))
     local = judge_sets("params.yaml", [*base, "evaluate.out_dir=reports/eval-local"])
-    assert len(set(local["workers"].values())) == 1  # the default: all sets in this process
+    assert set(local["workers"].values()) == {os.getpid()}  # the default: all sets in this process
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1) as cluster:
         spread = run_on_runner(
             judge_sets, [*base, "evaluate.out_dir=reports/eval-dask", *on_dask(cluster)]
