@@ -13,7 +13,7 @@ from conftest import SAMPLES, SHARED
 from recast import io
 from recast.config import Params, load_params
 from recast.data import stages
-from recast.errors import DataError
+from recast.errors import DataError, ValidationFailed
 from recast.records import pairs_from_table
 
 
@@ -196,3 +196,105 @@ def test_unknown_source_name(in_tmp: Path) -> None:
 def test_missing_root_folder(in_tmp: Path) -> None:
     with pytest.raises(DataError, match="is not a folder"):
         stages.ingest(params_for(in_tmp / "nowhere").ingest)
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    """Every file the data stages wrote under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for top in ("data", "metrics", "reports")
+        for p in sorted((folder / top).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_build_twice_gives_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2: str
+) -> None:
+    """Same inputs, same bytes (DVC hashes them into dvc.lock), also from another folder: no
+    time stamp, random id or absolute path in any output, GE's report included."""
+    runs = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        stages.build(params_for(SAMPLES))
+        runs.append(_outputs(folder))
+    assert any(path.startswith("reports/validation/data_docs/") for path in runs[0])
+    assert runs[0].keys() == runs[1].keys()
+    assert [p for p in runs[0] if runs[0][p] != runs[1][p]] == []
+
+
+def test_failed_build_leaves_every_previous_output_whole(
+    in_tmp: Path, raw_copy: Path, smollm2: str
+) -> None:
+    """A build from a new root whose third stage fails must not leave data/ingest from the new
+    root beside data/pairs and data/splits from the old one: all stages are undone."""
+    stages.build(params_for(SAMPLES))
+    before = _outputs(in_tmp)
+    _rewrite_hh(raw_copy, lambda rs: rs[3].pop("rejected"))  # a real record, one field short
+    with pytest.raises(DataError, match=r"harmless-base-test.jsonl.gz:4: malformed record"):
+        stages.build(params_for(raw_copy))  # ingest succeeds, pairs fails
+    assert _outputs(in_tmp) == before
+    _no_leftovers(in_tmp / "data")
+    _no_leftovers(in_tmp / "metrics")
+
+
+def test_failed_validation_keeps_the_data_and_reports_the_failure(
+    in_tmp: Path, smollm2: str
+) -> None:
+    stages.build(params_for(SAMPLES))
+    before = _outputs(in_tmp)
+    # Fewer records, so that ingest and pairs write other bytes before validation fails.
+    failing = params_for(SAMPLES, "ingest.max_records=40", "validate.max_prompt_chars=40")
+    with pytest.raises(ValidationFailed, match="expect_column_value_lengths_to_be_between"):
+        stages.build(failing)
+    after = _outputs(in_tmp)
+    # The data and its validation stamp are the previous build's, so split still accepts them;
+    # the report is the failed run's, since the error message sends the user there.
+    data = {p: b for p, b in before.items() if not p.startswith("reports/")}
+    assert {p: b for p, b in after.items() if not p.startswith("reports/")} == data
+    assert json.loads(after["reports/validation/summary.json"])["success"] is False
+    stages.require_validated(in_tmp / "data" / "pairs")
+    _no_leftovers(in_tmp)
+
+
+def test_stage_failing_after_its_first_file_keeps_the_previous_outputs(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages.ingest(params_for(SAMPLES).ingest)
+    before = _outputs(in_tmp)
+    written = []
+    real_write = io.write_parquet
+
+    def fail_second(path: str | Path, table: object) -> None:
+        if written:
+            raise OSError("disk full")
+        written.append(path)
+        real_write(path, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(io, "write_parquet", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        stages.ingest(params_for(SAMPLES, "ingest.max_records=5").ingest)  # other bytes
+    assert len(written) == 1
+    assert _outputs(in_tmp) == before
+    _no_leftovers(in_tmp / "data")
+
+
+def test_over_long_eval_prompt_is_named_by_file_and_record(
+    in_tmp: Path, raw_copy: Path, smollm2: str
+) -> None:
+    path = raw_copy / "eval-samples" / "bpo_test.json"
+    records = json.loads(path.read_text())
+    prompt = records[7]["prompt"]
+    records[7]["prompt"] = (prompt + " ") * (1_000_000 // len(prompt) + 1)  # 1 MB, as reported
+    path.write_text(json.dumps(records))
+    p = params_for(raw_copy)
+    stages.ingest(p.ingest)
+    stages.build_pairs(p.ingest.out_dir, p.pairs)
+    with pytest.raises(ValidationFailed) as failed:
+        stages.validate(p.pairs.out_dir, p.validate, p.pairs.languages)
+    message = str(failed.value)
+    assert (
+        f"eval: expect_column_value_lengths_to_be_between(prompt): 1 rows, e.g. {path}#7 (id "
+    ) in message

@@ -1,11 +1,14 @@
-"""Atomic file output: a killed process never leaves a half-written file behind."""
+"""Atomic output: a killed process never leaves a half-written file behind, and a failed stage
+never leaves half of its outputs replaced (`replaced`, `undoable`)."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,116 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+# (output, holder): the holder folder keeps the output's previous version as `old` until the
+# enclosing `undoable` block ends, so it can be put back if a later stage fails.
+_Journal = list[tuple[Path, Path]]
+_JOURNAL: contextvars.ContextVar[_Journal | None] = contextvars.ContextVar(
+    "recast_io_journal", default=None
+)
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _holder(path: Path) -> Path:
+    """A fresh hidden folder beside `path`: same file system, so every move is a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    holder.chmod(0o777 & ~_UMASK)  # mkdtemp makes it owner-only; the output inherits nothing
+    return holder
+
+
+def _install(path: Path, new: Path | None, holder: Path, journal: _Journal | None) -> None:
+    """Move `path` aside into `holder` (if it exists), then `new` (if any) into its place."""
+    if path.exists() or path.is_symlink():
+        os.replace(path, holder / "old")
+    if new is not None:
+        os.replace(new, path)
+    if journal is None:
+        shutil.rmtree(holder, ignore_errors=True)
+    else:
+        journal.append((path, holder))
+
+
+@contextlib.contextmanager
+def replaced(
+    *paths: str | Path, keep_on: tuple[type[BaseException], ...] = ()
+) -> Iterator[list[Path]]:
+    """Replace a stage's outputs (files or folders) all together, or not at all.
+
+    Yields one temporary path per output, beside it and not yet created: the stage writes a file
+    or a whole folder there. When the block succeeds, every output must have been written, and
+    each one replaces its previous version (a folder as a whole: no file of an older run
+    lingers). When it raises, the temporary paths are deleted and the previous outputs are left
+    as they were, byte for byte. An exception of a `keep_on` type still installs what was written
+    (a validation report that explains the failure), and an enclosing `undoable` does not take
+    it back. The installs are renames done one after another once the stage has finished, so a
+    stage that fails never replaces anything; only a kill between two renames can mix versions.
+    """
+    finals = [Path(p) for p in paths]
+    holders = [_holder(p) for p in finals]
+    temps = [h / p.name for h, p in zip(holders, finals, strict=True)]
+    try:
+        yield temps
+    except keep_on:
+        for final, temp, holder in zip(finals, temps, holders, strict=True):
+            if temp.exists():
+                _install(final, temp, holder, None)
+            else:
+                shutil.rmtree(holder, ignore_errors=True)
+        raise
+    except BaseException:
+        for holder in holders:
+            shutil.rmtree(holder, ignore_errors=True)
+        raise
+    missing = [str(final) for final, temp in zip(finals, temps, strict=True) if not temp.exists()]
+    if missing:
+        for holder in holders:
+            shutil.rmtree(holder, ignore_errors=True)
+        raise RuntimeError(f"the stage finished without writing {', '.join(missing)}")
+    journal = _JOURNAL.get()
+    for final, temp, holder in zip(finals, temps, holders, strict=True):
+        _install(final, temp, holder, journal)
+
+
+def remove(path: str | Path) -> None:
+    """Delete a file or folder; inside `undoable`, it comes back if the block fails."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        _install(path, None, _holder(path), _JOURNAL.get())
+
+
+@contextlib.contextmanager
+def undoable() -> Iterator[None]:
+    """Several stages as one: if the block raises, every output that a `replaced` (or `remove`)
+    inside it installed goes back to its version from before the block (or away, if it had
+    none), so `recast data build` failing in its third stage leaves the first two untouched.
+    Nested blocks join the outermost one."""
+    if _JOURNAL.get() is not None:
+        yield
+        return
+    journal: _Journal = []
+    token = _JOURNAL.set(journal)
+    try:
+        yield
+    except BaseException:
+        for path, holder in reversed(journal):
+            _delete(path)
+            if (holder / "old").exists() or (holder / "old").is_symlink():
+                os.replace(holder / "old", path)
+            shutil.rmtree(holder, ignore_errors=True)
+        raise
+    else:
+        for _, holder in journal:
+            shutil.rmtree(holder, ignore_errors=True)
+    finally:
+        _JOURNAL.reset(token)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,6 +1,7 @@
 """The four data stages, called alike by the DVC stages, the CLI and the Prefect tasks:
-ingest -> pairs -> validate -> split. Each writes its outputs atomically and returns the
-metrics it also writes as JSON (counts per source, drops per reason, split sizes)."""
+ingest -> pairs -> validate -> split. Each replaces all of its outputs together once it has
+succeeded (`io.replaced`), or none of them, and returns the metrics it also writes as JSON
+(counts per source, drops per reason, split sizes)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from recast.data.clean import clean_pairs, normalize
 from recast.data.common import Drop
 from recast.data.raw import RawRecord, read_records
 from recast.data.split import split_pairs
-from recast.errors import DataError
+from recast.errors import DataError, ValidationFailed
 from recast.records import (
     EvalPrompt,
     PreferencePair,
@@ -79,17 +80,19 @@ def ingest(params: IngestParams) -> dict[str, Any]:
     out = Path(params.out_dir)
     counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
     jobs = [("train", n) for n in params.sources] + [("eval", n) for n in params.eval_sets]
-    for kind, name in jobs:
-        rows = [
-            {"origin": o, "raw": json.dumps(r, ensure_ascii=False)}
-            for o, r in _raw_records(params, name)
-        ]
-        if not rows:
-            raise DataError(f"{name}: no raw records found")
-        io.write_parquet(out / kind / f"{name}.parquet", pa.Table.from_pylist(rows, RAW_SCHEMA))
-        counts[kind][name] = len(rows)
-    metrics = {"raw_records": counts}
-    io.write_json(METRICS_DIR / "ingest.json", metrics)
+    with io.replaced(out, METRICS_DIR / "ingest.json") as (new_out, new_metrics):
+        for kind, name in jobs:
+            rows = [
+                {"origin": o, "raw": json.dumps(r, ensure_ascii=False)}
+                for o, r in _raw_records(params, name)
+            ]
+            if not rows:
+                raise DataError(f"{name}: no raw records found")
+            table = pa.Table.from_pylist(rows, RAW_SCHEMA)
+            io.write_parquet(new_out / kind / f"{name}.parquet", table)
+            counts[kind][name] = len(rows)
+        metrics = {"raw_records": counts}
+        io.write_json(new_metrics, metrics)
     return metrics
 
 
@@ -170,10 +173,12 @@ def build_pairs(ingest_dir: str | Path, params: PairsParams) -> dict[str, Any]:
         prompts.extend(items)
         per_set[path.stem] = {"prompts": len(items), "drops": dict(drops)}
     out = Path(params.out_dir)
-    io.write_parquet(out / "pairs.parquet", pairs_table(unique))
-    io.write_parquet(out / "eval.parquet", eval_table(prompts))
     metrics = {"total_pairs": len(unique), "sources": per_source, "eval_sets": per_set}
-    io.write_json(METRICS_DIR / "pairs.json", metrics)
+    outputs = (out / "pairs.parquet", out / "eval.parquet", METRICS_DIR / "pairs.json")
+    with io.replaced(*outputs) as (new_pairs, new_eval, new_metrics):
+        io.write_parquet(new_pairs, pairs_table(unique))
+        io.write_parquet(new_eval, eval_table(prompts))
+        io.write_json(new_metrics, metrics)
     return metrics
 
 
@@ -184,17 +189,22 @@ def validate(pairs_dir: str | Path, params: ValidateParams, languages: list[str]
 
     pairs_dir = Path(pairs_dir)
     stamp = pairs_dir / VALIDATED_STAMP
-    stamp.unlink(missing_ok=True)  # a failed run must not leave an old success behind
     files = {name: pairs_dir / f"{name}.parquet" for name in ("pairs", "eval")}
     for path in files.values():
         if not path.exists():
             raise DataError(f"{path} is missing: run the pairs stage first")
-    results = validate_and_report(
-        io.read_parquet(files["pairs"]), io.read_parquet(files["eval"]), params, languages
-    )  # raises ValidationFailed after writing the report
-    metrics = {"suites": {r.name: {"success": r.success, "rows": r.rows} for r in results}}
-    io.write_json(METRICS_DIR / "validate.json", metrics)
-    io.write_json(stamp, {name: io.sha256_file(path) for name, path in files.items()})
+    with io.replaced(stamp, METRICS_DIR / "validate.json") as (new_stamp, new_metrics):
+        try:
+            # Replaces the report even when it raises ValidationFailed: it explains the failure.
+            results = validate_and_report(
+                io.read_parquet(files["pairs"]), io.read_parquet(files["eval"]), params, languages
+            )
+        except ValidationFailed:
+            io.remove(stamp)  # an old success must not outlive a failed validation
+            raise
+        metrics = {"suites": {r.name: {"success": r.success, "rows": r.rows} for r in results}}
+        io.write_json(new_metrics, metrics)
+        io.write_json(new_stamp, {name: io.sha256_file(path) for name, path in files.items()})
     return metrics
 
 
@@ -213,26 +223,31 @@ def split(pairs_dir: str | Path, params: SplitParams) -> dict[str, Any]:
     pairs_dir = Path(pairs_dir)
     require_validated(pairs_dir)
     parts = split_pairs(pairs_from_table(io.read_parquet(pairs_dir / "pairs.parquet")), params)
-    out = Path(params.out_dir)
-    for name, pairs in parts.items():
-        io.write_parquet(out / f"{name}.parquet", pairs_table(pairs))
     prompts = eval_from_table(io.read_parquet(pairs_dir / "eval.parquet"))
-    io.write_parquet(out / "eval.parquet", eval_table(prompts))
     sizes = {name: len(pairs) for name, pairs in parts.items()}
     per_set = Counter(p.set for p in prompts)
     metrics = {"sizes": sizes, "eval_sets": dict(sorted(per_set.items()))}
-    io.write_json(METRICS_DIR / "split.json", metrics)
+    with io.replaced(params.out_dir, METRICS_DIR / "split.json") as (new_out, new_metrics):
+        for name, pairs in parts.items():
+            io.write_parquet(new_out / f"{name}.parquet", pairs_table(pairs))
+        io.write_parquet(new_out / "eval.parquet", eval_table(prompts))
+        io.write_json(new_metrics, metrics)
     return metrics
 
 
 def build(params: Params, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """All four stages in order, as `dvc repro` runs them."""
-    progress("ingest")
-    metrics = {"ingest": ingest(params.ingest)}
-    progress("pairs")
-    metrics["pairs"] = build_pairs(params.ingest.out_dir, params.pairs)
-    progress("validate")
-    metrics["validate"] = validate(params.pairs.out_dir, params.validate, params.pairs.languages)
-    progress("split")
-    metrics["split"] = split(params.pairs.out_dir, params.split)
+    """All four stages in order, as `dvc repro` runs them, as one: if a stage fails, the ones
+    before it are undone too, so data/ingest, data/pairs and data/splits stay from one build
+    (a failed validation's report is kept: the error points at it)."""
+    with io.undoable():
+        progress("ingest")
+        metrics = {"ingest": ingest(params.ingest)}
+        progress("pairs")
+        metrics["pairs"] = build_pairs(params.ingest.out_dir, params.pairs)
+        progress("validate")
+        metrics["validate"] = validate(
+            params.pairs.out_dir, params.validate, params.pairs.languages
+        )
+        progress("split")
+        metrics["split"] = split(params.pairs.out_dir, params.split)
     return metrics

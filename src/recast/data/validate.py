@@ -4,17 +4,26 @@ Each suite runs in an ephemeral GE context on a pandas view of the arrow table. 
 `context` column becomes a `context_turns` count, and rules GE has no single expectation for
 (chosen differs from rejected) become derived boolean columns checked with a value-set
 expectation. `validate_and_report` always writes the full report (GE's result JSON per suite,
-a summary, GE's HTML data docs) before it raises `ValidationFailed`.
+a summary, GE's HTML data docs) before it raises `ValidationFailed`, and replaces the previous
+report as a whole.
+
+The report is reproducible: the same tables give the same bytes, so DVC's hash of it (in
+dvc.lock) changes only when the data or the checks do. GE stamps results and pages with the
+wall-clock time and random UUIDs; while it runs here, its clock reads REPORT_TIME and its UUIDs
+come from a seeded generator (`_reproducible`), so the pages show 1970-01-01 as the run time.
 
 Great Expectations takes seconds to import, so it is imported inside the functions only.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Sequence
+import contextlib
+import datetime
+import json
+import random
+import types
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +33,7 @@ import pyarrow.compute as pc
 
 from recast.config import EVAL_SETS, TRAINING_SOURCES, ValidateParams
 from recast.errors import ValidationFailed
-from recast.io import write_json
+from recast.io import replaced, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +46,7 @@ DATASOURCE = "recast"
 DOCS_SITE = "recast"
 NON_WHITESPACE = r"\S"
 CHOSEN_DIFFERS = "chosen_differs_from_rejected"
+REPORT_TIME = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 @dataclass
@@ -51,12 +61,21 @@ class Failure:
     """Up to 5 distinct `id` values of violating rows ('<row N>' where the id itself is null)."""
     detail: str | None = None
     """For table-level failures or GE errors: the observed value or GE's error message."""
+    example_origins: list[str | None] = field(default_factory=list)
+    """Where each example came from, 'file:line' or 'file#index' (the `origin` in the row's
+    meta), None where unknown: an id is a content hash, which no one can look up by eye."""
 
     def describe(self) -> str:
         if self.detail is not None and not self.count:
             return f"{self.expectation}: {self.detail}"
         text = f"{self.expectation}: {self.count} rows"
-        if self.example_ids:
+        if any(self.example_origins):
+            examples = [
+                f"{origin} (id {row_id})" if origin else f"id {row_id}"
+                for row_id, origin in zip(self.example_ids, self.example_origins, strict=True)
+            ]
+            text += ", e.g. " + ", ".join(examples)
+        elif self.example_ids:
             text += ", e.g. ids " + ", ".join(self.example_ids)
         return text
 
@@ -186,6 +205,48 @@ def _eval_checks(params: ValidateParams, eval_sets: Sequence[str]) -> list[_Chec
     return checks
 
 
+class _FixedClock(datetime.datetime):
+    """datetime.datetime whose now() is REPORT_TIME."""
+
+    @classmethod
+    def now(cls, tz: datetime.tzinfo | None = None) -> datetime.datetime:  # type: ignore[override]
+        return REPORT_TIME.astimezone(tz) if tz else REPORT_TIME.replace(tzinfo=None)
+
+
+@contextlib.contextmanager
+def _reproducible() -> Iterator[None]:
+    """Within the block, GE's modules that stamp the report read a fixed clock and draw their
+    UUIDs from a seeded generator. Only those modules' names are swapped (never the standard
+    library's), so other threads of the process are unaffected."""
+    import great_expectations.data_context.store.expectations_store as expectations_store
+    import great_expectations.data_context.store.validation_definition_store as definitions
+    import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
+    import great_expectations.render.view.view as view
+
+    rng = random.Random(0)
+
+    def seeded_uuid4() -> uuid.UUID:
+        return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+    fixed_uuid = types.SimpleNamespace(**{**vars(uuid), "uuid4": seeded_uuid4})
+    fixed_datetime = types.SimpleNamespace(**{**vars(datetime), "datetime": _FixedClock})
+    swaps = [
+        (expectations_store, "uuid", fixed_uuid),  # expectation and suite ids
+        (definitions, "uuid", fixed_uuid),  # the validation definition id (validation_id)
+        (pandas_engine, "datetime", fixed_datetime),  # the batch's ge_load_time
+        (view, "datetime", fixed_datetime),  # `?d=<now>` on the pages' logo link
+        (view, "uuid4", seeded_uuid4),  # ids of collapsible HTML elements
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    try:
+        for module, name, value in swaps:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
 def _context() -> AbstractDataContext:
     """An in-memory GE context with progress bars off and a pandas data source."""
     import great_expectations as gx
@@ -202,6 +263,7 @@ def _run_suite(
 ) -> tuple[SuiteResult, ExpectationSuiteValidationResult]:
     """Run `checks` as suite `name` on `frame`; return our summary and GE's full result."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     datasource = context.data_sources.get(DATASOURCE)
     batch = datasource.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
@@ -211,10 +273,15 @@ def _run_suite(
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
-    result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format="COMPLETE",
+        run_id=RunIdentifier(run_time=REPORT_TIME),  # the default is now(): a new folder per run
+    )
 
     # GE reports positional indexes; map them back to the table's ids, in suite order.
     frame_ids = frame["id"].tolist() if "id" in frame.columns else [None] * len(frame)
+    frame_meta = frame["meta"].tolist() if "meta" in frame.columns else [None] * len(frame)
     by_id = {check.expectation.id: (i, check.label) for i, check in enumerate(checks)}
     failed: list[tuple[int, Failure]] = []
     for res in result.results:
@@ -223,13 +290,27 @@ def _run_suite(
         order, label = by_id.get(
             res.expectation_config.id, (len(checks), res.expectation_config.type)
         )
-        failed.append((order, _failure(label, res.result, res.exception_info, frame_ids)))
+        failure = _failure(label, res.result, res.exception_info, frame_ids, frame_meta)
+        failed.append((order, failure))
     failures = [f for _, f in sorted(failed, key=lambda pair: pair[0])]
     return SuiteResult(name, bool(result.success), len(frame), failures), result
 
 
+def _origin(meta: Any) -> str | None:
+    """The `origin` recorded in a row's meta JSON (the raw file and record), if any."""
+    try:
+        origin = json.loads(meta).get("origin") if isinstance(meta, str) else None
+    except (ValueError, AttributeError):
+        return None
+    return origin if isinstance(origin, str) else None
+
+
 def _failure(
-    label: str, result: dict[str, Any], exception_info: Any, frame_ids: list[Any]
+    label: str,
+    result: dict[str, Any],
+    exception_info: Any,
+    frame_ids: list[Any],
+    frame_meta: list[Any],
 ) -> Failure:
     error = _error_message(exception_info)
     if error is not None:
@@ -237,14 +318,17 @@ def _failure(
     if "unexpected_index_list" not in result:
         return Failure(label, 0, detail=f"observed {result.get('observed_value')!r}")
     examples: list[str] = []
+    origins: list[str | None] = []
     for index in result["unexpected_index_list"]:
         row_id = frame_ids[index]
         example = f"<row {index}>" if row_id is None else str(row_id)
         if example not in examples:
             examples.append(example)
+            origins.append(_origin(frame_meta[index]))
         if len(examples) == MAX_EXAMPLE_IDS:
             break
-    return Failure(label, int(result.get("unexpected_count") or 0), examples)
+    count = int(result.get("unexpected_count") or 0)
+    return Failure(label, count, examples, example_origins=origins)
 
 
 def _error_message(exception_info: Any) -> str | None:
@@ -278,37 +362,23 @@ def validate_eval(
 
 
 def _build_data_docs(context: AbstractDataContext, target: Path) -> Path:
-    """Render GE's data docs site for everything validated in `context` into `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target, then swap, so a crash never leaves half a site behind and
-    # pages of earlier runs do not linger.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the site is meant to be read and served
-    try:
-        for site in list(context.list_data_docs_sites()):
-            context.delete_data_docs_site(site)  # the ephemeral default writes to /tmp
-        context.add_data_docs_site(
-            DOCS_SITE,
-            {
-                "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(staging),
-                },
+    """Render GE's data docs site for everything validated in `context` into `target`, a new
+    folder (the caller's staging place: pages of earlier runs cannot linger)."""
+    for site in list(context.list_data_docs_sites()):
+        context.delete_data_docs_site(site)  # the ephemeral default writes to /tmp
+    context.add_data_docs_site(
+        DOCS_SITE,
+        {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(target),
             },
-        )
-        context.build_data_docs(site_names=[DOCS_SITE])
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        },
+    )
+    context.build_data_docs(site_names=[DOCS_SITE])
     return target / "index.html"
 
 
@@ -318,36 +388,45 @@ def validate_and_report(
     """Run both suites, write the report under `params.report_dir`, raise if any failed.
 
     Writes `pairs.json` / `eval.json` (GE's complete results), `summary.json` and GE's HTML
-    data docs (`data_docs/index.html`), whether or not the suites pass.
+    data docs (`data_docs/index.html`), whether or not the suites pass: the whole report is
+    written to a staging folder and then replaces the previous one.
     """
     report_dir = Path(params.report_dir).absolute()  # GE needs an absolute site folder
-    context = _context()
-    runs = [
-        _run_suite(
-            context,
-            "pairs",
-            _pairs_frame(pairs),
-            _pairs_checks(params, languages, TRAINING_SOURCES),
-        ),
-        _run_suite(context, "eval", evals.to_pandas(), _eval_checks(params, EVAL_SETS)),
-    ]
-    for suite, result in runs:
-        write_json(report_dir / f"{suite.name}.json", result.to_json_dict())
-    index = _build_data_docs(context, report_dir / "data_docs")
-    results = [suite for suite, _ in runs]
     summary_path = report_dir / "summary.json"
-    write_json(
-        summary_path,
-        {
-            "success": all(r.success for r in results),
-            "data_docs": str(index.relative_to(report_dir)),
-            "suites": [{**r.to_dict(), "result_file": f"{r.name}.json"} for r in results],
-        },
-    )
+    with (
+        replaced(report_dir, keep_on=(ValidationFailed,)) as (staging,),
+        _reproducible(),
+    ):
+        context = _context()
+        runs = [
+            _run_suite(
+                context,
+                "pairs",
+                _pairs_frame(pairs),
+                _pairs_checks(params, languages, TRAINING_SOURCES),
+            ),
+            _run_suite(context, "eval", evals.to_pandas(), _eval_checks(params, EVAL_SETS)),
+        ]
+        for suite, result in runs:
+            write_json(staging / f"{suite.name}.json", result.to_json_dict())
+        index = _build_data_docs(context, staging / "data_docs")
+        results = [suite for suite, _ in runs]
+        write_json(
+            staging / "summary.json",
+            {
+                "success": all(r.success for r in results),
+                "data_docs": str(index.relative_to(staging)),
+                "suites": [{**r.to_dict(), "result_file": f"{r.name}.json"} for r in results],
+            },
+        )
+        _raise_if_failed(results, summary_path)
+    return results
+
+
+def _raise_if_failed(results: list[SuiteResult], summary_path: Path) -> None:
     problems = [f"{r.name}: {f.describe()}" for r in results for f in r.failures]
     if not all(r.success for r in results):
         problems = problems or [f"{r.name}: suite failed" for r in results if not r.success]
         raise ValidationFailed(
             f"validation failed: {'; '.join(problems)}  (full report: {summary_path})"
         )
-    return results
