@@ -113,7 +113,7 @@ def test_copy_is_exactly_the_labels_definition(enc: Encoder) -> None:
         (("bpo_test", 117, QWEN05, ZERO), "answers", "opens like an answer"),
         # the question restated, then the reasoning
         (("vicuna_eval", 42, QWEN15, THREE), "answers", "starts answering"),
-        (("bpo_test", 111, SMOL, THREE), "answers", "states new content"),
+        (("bpo_test", 111, SMOL, THREE), "answers", "states new material"),
         # the model talks about its task
         (("bpo_test", 102, SMOL, ZERO), "degenerate", "meta-chatter"),
         (("bpo_test", 108, SMOL, ZERO), "degenerate", "loops"),
@@ -173,3 +173,19 @@ def test_pasting_the_answer_into_the_query_is_flagged() -> None:
         "and other financial assets to inject money into the economy and lower interest rates."
     )
     assert check(x, f"{x} {y}").harmful
+
+
+def test_answers_pasted_after_real_queries_are_flagged(enc: Encoder) -> None:
+    """x followed by the start of the preferred answer y (or y alone), on bundled HH-RLHF pairs
+    the check was not tuned on (it was looked at on the first 64): at least 95 % flagged."""
+    from test_search import real_pairs
+
+    pairs = real_pairs(200)[64:]
+    variants = [
+        (p.prompt, xp)
+        for p in pairs
+        for xp in (f"{p.prompt} {p.chosen[:150]}", f"{p.prompt}\n\n{p.chosen[:60]}", p.chosen[:150])
+    ]
+    checks = check_many([x for x, _ in variants], [xp for _, xp in variants], encoder=enc)
+    assert len(variants) > 200
+    assert sum(c.harmful for c in checks) / len(checks) >= 0.95

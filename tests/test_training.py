@@ -44,7 +44,7 @@ def test_finetune_fits_the_pseudo_labels(tiny_lm: str, tmp_path: Path) -> None:
     refiner = Refiner.load(tiny_lm)
     target = Refiner.load(tiny_lm)
     pairs = real_pairs(4)
-    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
     stats = finetune(refiner, target, pairs, x_star, p)
     assert len(stats) == 15 * 2
     assert stats[-1].ce < stats[0].ce / 2
@@ -57,7 +57,7 @@ def test_omega_zero_drops_the_kl_term(tiny_lm: str, tmp_path: Path) -> None:
     p = tiny_params(tiny_lm, tmp_path, "refiner.omega=0")
     refiner, target = Refiner.load(tiny_lm), Refiner.load(tiny_lm)
     pairs = real_pairs(2)
-    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
     stats = finetune(refiner, target, pairs, x_star, p)
     assert all(s.kl == 0 and s.loss == s.ce for s in stats)
 
@@ -67,7 +67,7 @@ def test_lora_finetuning_merges_into_the_refiner(tiny_lm: str, tmp_path: Path) -
     refiner, target = Refiner.load(tiny_lm), Refiner.load(tiny_lm)
     before = {k: v.clone() for k, v in refiner.model.state_dict().items()}
     pairs = real_pairs(2)
-    x_star = pseudo_labels(refiner, pairs, refiner.base_embeddings().detach(), 6)
+    x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
     finetune(refiner, target, pairs, x_star, p)
     after = refiner.model.state_dict()
     assert set(after) == set(before)  # merged back: a plain model again, no adapter keys
@@ -157,6 +157,10 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
     assert parent.data.tags["system"] == "ours"
     assert parent.info.run_id == summary["mlflow_run_id"]
     assert parent.data.tags["dvc_md5.train"] == dvc_md5(split)
+    # the split as an MLflow dataset input too: the runs table's Dataset column
+    assert [(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs] == [
+        ("train", dvc_md5(split))
+    ]
     assert {"git_commit", "params_hash"} <= set(parent.data.tags)
     assert parent.data.params["cmaes.d_z"] == "16"
     for s in (1, 2):

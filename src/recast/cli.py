@@ -491,64 +491,135 @@ def ablate(
 @app.command("refine")
 @reports_errors
 def refine(
-    query: Annotated[str, typer.Argument(help="The user query x to recast.")],
+    query: Annotated[
+        str | None, typer.Argument(help="The user query x to recast (or use --input).")
+    ] = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help='JSONL of queries, one {"prompt": ...} a line (needs --output).'
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL to write: each input line plus refined, verdict, reason, fallback."
+        ),
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
-            help="A refiner folder or registry URI; default: models:/<registry.name>@champion."
+            help="A refiner folder (e.g. runs/train/round-2/refiner) or a registry URI; "
+            "default: models:/<registry.name>@champion."
         ),
     ] = None,
+    batch_size: Annotated[int, typer.Option(help="Queries decoded together.")] = 8,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Print x' = p_im(x), the refined query, from a trained refiner."""
+    """Print x' = p_im(x), the refined query, its rewrite-check verdict and whether the guard
+    falls back to x (refiner.guard); or refine a JSONL file of queries with --input/--output."""
+    from recast.refiner.refine import refine as refine_queries
+
+    p = _params(params, set_)
+    if (query is None) == (input_ is None):
+        raise RecastError("give one query, or --input QUERIES.jsonl --output OUT.jsonl")
+    if input_ is not None and output is None:
+        raise RecastError("--input needs --output (the JSONL file to write)")
+    if query is not None and not query.strip():
+        raise RecastError("the query is empty")
+    records = _read_queries(input_) if input_ is not None else [{"prompt": query}]
+    refiner = _load_refiner(p, checkpoint)
+    xs = [r["prompt"] for r in records]
+    kwargs: dict[str, Any] = {
+        "guard": p.refiner.guard,
+        "batch_size": batch_size,
+        "check_encoder": p.refiner.check_encoder,
+    }
+    if input_ is None or output is None:
+        (r,) = refine_queries(refiner, xs, p.refiner.max_refined_tokens, **kwargs)
+        out.print(f"refined: {r.x_prime}", highlight=False, markup=False)
+        out.print(f"verdict: {r.verdict} ({r.reason})", highlight=False, markup=False)
+        sent = "yes: the generator is sent x" if r.fallback else "no: the generator is sent x'"
+        out.print(f"fallback: {sent}", highlight=False, markup=False)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from recast import io
+
+    with Progress(
+        "refining", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("refine", total=len(xs))
+        done = refine_queries(
+            refiner,
+            xs,
+            p.refiner.max_refined_tokens,
+            on_batch=lambda n: bar.advance(task, n),
+            **kwargs,
+        )
+    lines = [
+        json.dumps(
+            {
+                **rec,
+                "refined": r.x_prime,
+                "verdict": r.verdict,
+                "reason": r.reason,
+                "fallback": r.fallback,
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+        for rec, r in zip(records, done, strict=True)
+    ]
+    io.write_text(output, "".join(lines))  # atomic: a killed run leaves no half file
+    fell = sum(r.fallback for r in done)
+    console.print(f"{len(done)} queries -> {output} ({fell} fell back to x)", highlight=False)
+
+
+def _read_queries(path: Path) -> list[dict[str, Any]]:
+    """The {"prompt": ...} objects of a JSONL file; every bad line is reported as FILE:LINE."""
+    if not path.is_file():
+        raise RecastError(f"{path}: no such file")
+    records, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.append(f"{path}:{number}: not JSON ({e.msg})")
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
+            bad.append(f'{path}:{number}: expected an object with a "prompt" string')
+        elif not rec["prompt"].strip():
+            bad.append(f"{path}:{number}: the prompt is empty")
+        else:
+            records.append(rec)
+    if bad:
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise RecastError(f"{len(bad)} bad line(s): " + "; ".join(bad[:10]) + more)
+    if not records:
+        raise RecastError(f"{path}: no queries")
+    return records
+
+
+def _load_refiner(p: Params, checkpoint: str | None) -> Any:
+    """The refiner of --checkpoint, or the registry's champion; a clear error if neither."""
     from recast.refiner.model import Refiner
-    from recast.refiner.prompts import p_x
     from recast.tracking import use
 
-    p = _params(params, set_)
-    if not query.strip():
-        raise RecastError("the query is empty")
     spec = checkpoint or f"models:/{p.registry.name}@champion"
     use(p)  # a models:/ URI is looked up in this tracking server's registry
-    with console.status(f"loading refiner {spec}"):
-        refiner = Refiner.load(spec, p.refiner.dtype, p.refiner.device)
-    import torch
-
-    with torch.inference_mode():
-        prefix = refiner.encode_prefix([p_x(query)])
-        x_refined = refiner.decode(prefix, refiner.base_embeddings(), p.refiner.max_refined_tokens)
-    out.print(x_refined[0], highlight=False, markup=False)
-
-
-@app.command("serve")
-@reports_errors
-def serve(
-    upstream: Annotated[
-        str | None,
-        typer.Option(
-            help="The LLM's OpenAI-compatible base URL (http://127.0.0.1:8000/v1), or 'local' "
-            "for the generator in-process; default: serve.upstream."
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(help="A refiner folder or registry URI; default: the registry's champion."),
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Default: serve.host (127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: serve.port (8100).")] = None,
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-) -> None:
-    """An OpenAI-compatible proxy: refine the last user message, forward it to the upstream."""
-    import dataclasses
-
-    from recast.serve.run import serve as run_serve
-
-    p = _params(params, set_)
-    given = {"upstream": upstream, "checkpoint": checkpoint, "host": host, "port": port}
-    p.serve = dataclasses.replace(p.serve, **{k: v for k, v in given.items() if v is not None})
-    run_serve(p)
+    try:
+        with console.status(f"loading refiner {spec}"):
+            return Refiner.load(spec, p.refiner.dtype, p.refiner.device)
+    except RecastError as e:
+        raise RecastError(
+            f"no refiner at {spec}: {e}. --checkpoint takes a refiner folder (such as "
+            f"{p.refiner.out_dir}/round-{p.refiner.rounds}/refiner after `recast train`) or a "
+            "registry URI (models:/NAME@ALIAS)"
+        ) from e
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m recast.cli`

@@ -179,6 +179,14 @@ class RefinerParams:
     """Seed of the batch order."""
     out_dir: str = "runs/train"
     """Per-round outputs: ξ*, fitness curves, pseudo-labels, checkpoints."""
+    guard: bool = True
+    """The rewrite check (recast.refiner.check) guards the generator: an x' that answers,
+    drifts or is degenerate is scored as x in the CMA-ES fitness (Eq. 10-11), replaced by x as
+    a pseudo-label x*, and sent as x at inference (`recast refine`, evaluation, serve). False is
+    the paper (verdicts are still counted). See docs/method.md, "The rewrite guard"."""
+    check_encoder: str | None = "minilm-l6"
+    """Sentence encoder for the check's x-x' cosine, loaded once per process (None: the lexical
+    check alone, which misses a few more drifts)."""
 
 
 @dataclass

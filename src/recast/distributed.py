@@ -51,6 +51,7 @@ def candidate_fitness(job: CandidateJob, e: np.ndarray) -> float:
     """F for one candidate whose [Z_s], [Z_e] embeddings are e (2, d): runs in a worker."""
     from recast.generator import make_generator
     from recast.refiner.model import Refiner
+    from recast.refiner.refine import Guard
     from recast.search import Fitness
 
     key = job.key()
@@ -59,8 +60,15 @@ def candidate_fitness(job: CandidateJob, e: np.ndarray) -> float:
         p = job.params
         refiner = Refiner.load(job.refiner, p.refiner.dtype, p.refiner.device)
         generator = make_generator(p.generator)
+        # the same guard as an in-process search (its verdict counts stay in this worker)
         _FITNESS[key] = Fitness(
-            refiner, generator, list(job.pairs), None, p.cmaes, p.refiner.max_refined_tokens
+            refiner,
+            generator,
+            list(job.pairs),
+            None,
+            p.cmaes,
+            p.refiner.max_refined_tokens,
+            Guard.from_params(p.refiner),
         )
     fitness = _FITNESS[key]
     embedding = torch.as_tensor(e, dtype=fitness.refiner.embedding.weight.dtype)

@@ -43,10 +43,12 @@ def decide(
 
 
 def gate_score(params: Params, model_uri: str) -> float:
-    """The gate metric of one registered refiner: F at ξ = 0 (Eq. 10) on the gate split, i.e. the
-    mean cross-entropy of y_w given the refiner's x' under the frozen generator."""
+    """The gate metric of one registered refiner: F (Eq. 10) of the unbiased refiner (e^b on
+    [Z_s], [Z_e], no CMA-ES bias) on the gate split, i.e. the mean cross-entropy of y_w given the
+    refiner's x' under the frozen generator; with refiner.guard a harmful x' is scored as x."""
     from recast.generator import make_generator
     from recast.refiner.model import Refiner
+    from recast.refiner.refine import Guard
     from recast.runs import load_split
     from recast.search import Fitness
 
@@ -56,8 +58,16 @@ def gate_score(params: Params, model_uri: str) -> float:
     refiner = Refiner.load(model_uri, gp.dtype, gp.device)
     generator = make_generator(params.generator)
     try:
-        fitness = Fitness(refiner, generator, pairs, None, params.cmaes, gp.max_refined_tokens)
-        (score,) = fitness.score_embeddings(refiner.base_embeddings()[None])  # ξ = 0
+        fitness = Fitness(
+            refiner,
+            generator,
+            pairs,
+            None,
+            params.cmaes,
+            gp.max_refined_tokens,
+            Guard.from_params(gp),
+        )
+        (score,) = fitness.score_embeddings(refiner.base_embeddings()[None])  # unbiased
     finally:
         generator.close()
     return float(score)

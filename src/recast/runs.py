@@ -18,6 +18,7 @@ from recast.generator import make_generator
 from recast.plots import write_fitness
 from recast.records import PreferencePair, pairs_from_table
 from recast.refiner.model import Refiner
+from recast.refiner.refine import Guard
 from recast.search import run_search
 from recast.tracking import Tracker
 from recast.training import Reporter, dev_fitness, system_name, track_search, train
@@ -53,6 +54,7 @@ def search_stage(
         resume=resume,
         on_iteration=lambda row: report.iteration(1, row),
         evaluator=fan_out and population_evaluator(params, refiner.source, es, fan_out),
+        guard=Guard.from_params(params.refiner),
     )
     xi_star = np.asarray(result.xi_star)
     report.message(f"fitness on the dev split ({len(dev)} pairs) at ξ = 0 and ξ*")
@@ -66,6 +68,7 @@ def search_stage(
         "seconds": result.seconds,
         "sigma0": space.sigma0,
         "popsize": space.popsize,
+        **{f"search_{k}": v for k, v in result.checks.items()},
     }
     out = Path(params.cmaes.out_dir)
     io.write_npy(out / "xi_star.npy", xi_star)
@@ -74,6 +77,7 @@ def search_stage(
     split_dir = Path(params.split.out_dir)
     inputs = {name: split_dir / f"{name}.parquet" for name in ("es", "dev")}
     with tracker.run("search", tags=tracker.lineage_tags(inputs)):
+        tracker.log_datasets(inputs)
         tracker.log_params(
             {
                 "cmaes": asdict(params.cmaes),

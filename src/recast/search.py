@@ -7,6 +7,11 @@ The ask/tell loop, stated plainly:
     m, σ, C <- tell(ξ, F)
     ξ* = argmin F                                          (Eq. 11)
 
+With a guard (refiner.guard, recast.refiner.refine.Guard), an x' that the rewrite check finds
+harmful (it answers x, drifts from it or is degenerate) is scored as x itself: pasting content of
+y into x' then buys nothing (see docs/method.md, "The rewrite guard"). The verdicts of every
+candidate's x' are counted either way.
+
 The state (pycma's object and numpy's global RNG, which pycma samples from) is checkpointed
 after every iteration, so `resume` continues exactly where a killed run stopped.
 """
@@ -33,6 +38,7 @@ from recast.records import PreferencePair
 from recast.refiner import bias
 from recast.refiner.model import Prefix, Refiner, cross_entropy
 from recast.refiner.prompts import p_x
+from recast.refiner.refine import Guard
 
 STATE = "state.pkl"
 
@@ -123,12 +129,16 @@ class Fitness:
         space: Space | None,
         params: CmaesParams,
         max_refined_tokens: int,
+        guard: Guard | None = None,
     ) -> None:
-        """`space` None: only `score_embeddings` can be called (no ξ to map)."""
+        """`space` None: only `score_embeddings` can be called (no ξ to map). `guard` None: x'
+        is scored whatever it is and nothing is checked (the paper)."""
         if not pairs:
             raise SearchError("D_es is empty: nothing to compute the fitness on")
         self.refiner, self.generator, self.space = refiner, generator, space
         self.max_refined_tokens = max_refined_tokens
+        self.guard = guard
+        self.queries = [p.prompt for p in pairs]
         self.targets = [truncate(refiner, p.chosen, params.max_target_tokens) for p in pairs]
         self.samples_per_chunk = max(1, params.batch_rows // (space.popsize if space else 1))
         with torch.inference_mode():  # the ξ-independent prefixes, once per search
@@ -165,6 +175,8 @@ class Fitness:
     def score_embeddings(self, e: torch.Tensor) -> list[float]:
         """Mean CE of y under the generator given x' decoded with [Z_s], [Z_e] embedded as e."""
         refined = self.refine(e)
+        if self.guard is not None:  # what the generator sees: x for a harmful x'
+            refined = [self.guard.apply(self.queries, cand)[0] for cand in refined]
         todo = sorted({(x, i) for cand in refined for i, x in enumerate(cand)} - set(self.cache))
         if todo:
             scores = self.generator.score([x for x, _ in todo], [self.targets[i] for _, i in todo])
@@ -188,6 +200,9 @@ class SearchResult:
     history: list[dict[str, float]] = field(default_factory=list)
     evaluations: int = 0
     seconds: float = 0.0
+    checks: dict[str, int] = field(default_factory=dict)
+    """The rewrite check's verdicts on every candidate x' scored here (check_<verdict>,
+    check_total); empty without a guard, zeros where a fan-out scored the candidates."""
 
 
 def run_search(
@@ -200,19 +215,21 @@ def run_search(
     resume: bool = True,
     on_iteration: Callable[[dict[str, float]], None] = lambda _: None,
     evaluator: Callable[[Space], Callable[[list[np.ndarray]], list[float]]] | None = None,
+    guard: Guard | None = None,
 ) -> tuple[SearchResult, Space]:
     """CMA-ES for ξ*, checkpointed after each iteration in `out_dir`; returns (result, space).
 
     `evaluator` (see recast.distributed) scores each population elsewhere, candidate by
-    candidate; by default the population is scored here, batched."""
+    candidate; by default the population is scored here, batched. `guard` scores a harmful x'
+    as x (None: the paper's fitness)."""
     import cma
 
     if not es_pairs:
         raise SearchError("D_es is empty: nothing to compute the fitness on")
     out = Path(out_dir)
     space = make_space(refiner, es_pairs, params)
-    config = _config_hash(space, params, es_pairs, generator, max_refined_tokens)
-    fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens)
+    config = _config_hash(space, params, es_pairs, generator, max_refined_tokens, guard)
+    fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens, guard)
     score = evaluator(space) if evaluator else fitness
     state = _load_state(out / STATE, config) if resume else None
     if state is None:
@@ -243,6 +260,8 @@ def run_search(
         # The scored (x', y) pairs travel with the checkpoint: the resumed run then scores the
         # same batches as an uninterrupted one, so even float rounding matches.
         fitness.cache = state["cache"]
+        if guard is not None:
+            guard.counts.update(state.get("checks", {}))
     finished_history = list(state["history"]) if es.stop() else None
     start = time.perf_counter() - state["seconds"]
     while not es.stop():
@@ -261,6 +280,8 @@ def run_search(
         state["history"].append(row)
         state["seconds"] = time.perf_counter() - start
         state["evaluations"] += len(xis) * len(es_pairs)
+        if guard is not None:
+            state["checks"] = dict(guard.counts)
         _save_state(out / STATE, state, fitness.cache)
         on_iteration(row)
     result = SearchResult(
@@ -272,6 +293,7 @@ def run_search(
         history=state["history"],
         evaluations=state["evaluations"],
         seconds=state["seconds"],
+        checks=guard.flagged() if guard is not None else {},
     )
     if not (out / "result.json").exists() or state["history"] != finished_history:
         # a finished search that is only read (train's round 1) leaves its folder untouched
@@ -292,21 +314,21 @@ def _config_hash(
     pairs: list[PreferencePair],
     generator: Generator,
     max_refined_tokens: int,
+    guard: Guard | None = None,
 ) -> str:
     """What a checkpoint must match to be resumed: the refiner (through e^b, ∇e^b), D_es, the
-    CMA-ES settings and the generator."""
+    CMA-ES settings, the generator and the guard (an unguarded search keeps its old hash)."""
     gen = getattr(generator, "params", None)
-    blob = json.dumps(
-        {
-            "space": space.fingerprint(),
-            "params": asdict(params),
-            "pairs": [p.id for p in pairs],
-            "max_refined": max_refined_tokens,
-            "generator": asdict(gen) if gen is not None else type(generator).__name__,
-        },
-        sort_keys=True,
-        default=str,
-    )
+    parts: dict[str, Any] = {
+        "space": space.fingerprint(),
+        "params": asdict(params),
+        "pairs": [p.id for p in pairs],
+        "max_refined": max_refined_tokens,
+        "generator": asdict(gen) if gen is not None else type(generator).__name__,
+    }
+    if guard is not None and guard.enabled:
+        parts["guard"] = guard.key()
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

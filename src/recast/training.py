@@ -5,6 +5,11 @@
 
 q_im reads P_xy(x, y) (Table 1 with §4's truth template) and is a frozen copy of p_im taken at
 the start of the round (the paper's target network).
+
+x* is decoded through the one refine path (recast.refiner.refine) and checked; with
+refiner.guard a harmful x* (it answers x, drifts or is degenerate) is replaced by x, and the
+search scores a harmful candidate x' as x (see recast.search). Both are counted per verdict in
+each round's metrics.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from recast.generator.base import Generator
 from recast.records import PreferencePair
 from recast.refiner.model import Refiner, cross_entropy
 from recast.refiner.prompts import p_x, p_xy
+from recast.refiner.refine import Guard, Refined, refine
 from recast.search import Fitness, SearchResult, Space, run_search, truncate
 from recast.tracking import Tracker, params_hash
 
-PSEUDO_SCHEMA = pa.schema([("id", pa.string()), ("x", pa.string()), ("x_star", pa.string())])
+PSEUDO_SCHEMA = pa.schema(
+    [("id", pa.string()), ("x", pa.string()), ("x_star", pa.string()), ("verdict", pa.string())]
+)
 
 
 def pseudo_labels(
@@ -42,16 +50,22 @@ def pseudo_labels(
     max_tokens: int,
     batch: int = 32,
     progress: Callable[[int], None] = lambda _: None,
-) -> list[str]:
-    """x* = p_im(x; ξ*) for every x (Eq. 11), greedy, batched."""
-    out: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(pairs), batch):
-            part = pairs[start : start + batch]
-            prefix = refiner.encode_prefix([p_x(p.prompt) for p in part])
-            out += refiner.decode(prefix, e, max_tokens)
-            progress(len(part))
-    return out
+    *,
+    guard: bool = False,
+    check_encoder: str | None = None,
+) -> list[Refined]:
+    """x* = p_im(x; ξ*) for every x (Eq. 11), greedy, batched, through the refine path: with
+    `guard` a harmful x* falls back to x (the `sent` of each Refined is then the label)."""
+    return refine(
+        refiner,
+        [p.prompt for p in pairs],
+        max_tokens,
+        guard=guard,
+        batch_size=batch,
+        on_batch=progress,
+        embeddings=e,
+        check_encoder=check_encoder,
+    )
 
 
 def kl_p_q(p_logits: torch.Tensor, q_logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -73,13 +87,16 @@ class StepStats:
 
 def finetune(
     refiner: Refiner,
-    target: Refiner,
+    q_im: Refiner,
     pairs: list[PreferencePair],
     x_star: list[str],
     params: Params,
     on_step: Callable[[StepStats], None] = lambda _: None,
 ) -> list[StepStats]:
-    """Minimize Eq. 12 with AdamW over D (Table 5: lr 1e-5, batch 8, 3 epochs, ω = 0.02)."""
+    """Minimize Eq. 12 with AdamW over D (Table 5: lr 1e-5, batch 8, 3 epochs, ω = 0.02).
+
+    `q_im` is the frozen target network that reads P_xy(x, y) (Eq. 6-7); `x_star` are the
+    pseudo-labels the CE term fits."""
     refiner.source = None  # the weights are about to differ from any saved copy
     rp = params.refiner
     model = refiner.model
@@ -119,8 +136,8 @@ def finetune(
             kl = torch.zeros(())
             if rp.omega > 0:
                 with torch.no_grad():
-                    q_logits, _ = target.target_logits(
-                        [q_prompts[i] for i in idx], tgt, target.base_embeddings()
+                    q_logits, _ = q_im.target_logits(
+                        [q_prompts[i] for i in idx], tgt, q_im.base_embeddings()
                     )
                 kl = kl_p_q(logits, q_logits, valid)
             loss = ce + rp.omega * kl
@@ -156,7 +173,15 @@ def dev_fitness(
     xi_star: np.ndarray,
 ) -> dict[str, float]:
     """F(0) and F(ξ*) on the held-out dev split: a drop on D_es alone would be overfitting."""
-    fit = Fitness(refiner, generator, dev, space, params.cmaes, params.refiner.max_refined_tokens)
+    fit = Fitness(
+        refiner,
+        generator,
+        dev,
+        space,
+        params.cmaes,
+        params.refiner.max_refined_tokens,
+        Guard.from_params(params.refiner),
+    )
     at_zero, at_star = fit([np.zeros_like(xi_star), xi_star])
     return {"dev_fitness_at_zero": at_zero, "dev_fitness_at_xi_star": at_star}
 
@@ -208,6 +233,7 @@ def train(
     name = f"train {system} seed={rp.seed}"
     tags = {**tracker.lineage_tags(inputs or {}), "system": system, "seed": str(rp.seed)}
     with tracker.run(name, tags=tags) as run_id:
+        tracker.log_datasets(inputs or {})
         tracker.log_params(asdict(params))
         for s in range(1, rp.rounds + 1):
             report.round_start(s)
@@ -269,7 +295,7 @@ def _round(
     rp, cp = params.refiner, params.cmaes
     round_dir = Path(rp.out_dir) / f"round-{s}"
     t0 = time.perf_counter()
-    target = copy.deepcopy(refiner)  # q_im's frozen target network for this round
+    q_im = copy.deepcopy(refiner)  # q_im: the frozen target network for this round
     row: dict[str, Any] = {"round": s}
     if cp.enabled:
         # Round 1 searches from the base refiner, exactly what `recast search` (the DVC
@@ -285,6 +311,7 @@ def _round(
             resume=resume or s == 1,
             on_iteration=lambda r: report.iteration(s, r),
             evaluator=fan_out and population_evaluator(params, refiner.source, es_pairs, fan_out),
+            guard=Guard.from_params(rp),
         )
         xi_star = np.asarray(result.xi_star)
         e_star = space.embeddings(xi_star)
@@ -295,10 +322,22 @@ def _round(
     else:  # Table 3's ablation: no search, the unbiased refiner labels itself
         e_star = refiner.base_embeddings().detach()
     report.message(f"round {s}: pseudo-labels for {len(pairs)} queries")
-    x_star = pseudo_labels(refiner, pairs, e_star, rp.max_refined_tokens)
-    rows = [{"id": p.id, "x": p.prompt, "x_star": x} for p, x in zip(pairs, x_star, strict=True)]
+    labels = pseudo_labels(
+        refiner,
+        pairs,
+        e_star,
+        rp.max_refined_tokens,
+        guard=rp.guard,
+        check_encoder=rp.check_encoder,
+    )
+    # the guard's choice of x*: x where x* is harmful; the paper trains on x* as decoded
+    x_star = [r.sent if rp.guard else r.x_prime for r in labels]
+    rows = [
+        {"id": p.id, "x": p.prompt, "x_star": x, "verdict": r.verdict}
+        for p, x, r in zip(pairs, x_star, labels, strict=True)
+    ]
     io.write_parquet(round_dir / "pseudo_labels.parquet", pa.Table.from_pylist(rows, PSEUDO_SCHEMA))
-    stats = finetune(refiner, target, pairs, x_star, params, on_step=lambda st: report.step(s, st))
+    stats = finetune(refiner, q_im, pairs, x_star, params, on_step=lambda st: report.step(s, st))
     io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
     for st in stats:
         tracker.log_metrics({"loss": st.loss, "ce": st.ce, "kl": st.kl}, step=st.step)
@@ -307,7 +346,8 @@ def _round(
     row.update(
         {
             "final_loss": stats[-1].loss if stats else None,
-            "empty_pseudo_labels": sum(not x for x in x_star),
+            "empty_pseudo_labels": sum(not r.x_prime for r in labels),
+            **x_star_checks(labels),
             "seconds": time.perf_counter() - t0,
         }
     )
@@ -329,8 +369,17 @@ def track_search(
         tracker.log_artifact(xi_path, "xi_star")
 
 
+def x_star_checks(labels: list[Refined]) -> dict[str, int]:
+    """How many pseudo-labels x* the check gave each verdict, and how many fell back to x."""
+    verdicts = ("rewrite", "copy", "answers", "drift", "degenerate")
+    out = {f"x_star_{v}": sum(r.verdict == v for r in labels) for v in verdicts}
+    out["x_star_fallback"] = sum(r.fallback for r in labels)
+    return out
+
+
 def _search_row(result: SearchResult) -> dict[str, Any]:
     return {
+        **{f"search_{k}": v for k, v in result.checks.items()},
         "fitness_at_zero": result.fitness_at_zero,
         "best_fitness": result.best_fitness,
         "xi_star_norm": float(np.linalg.norm(result.xi_star)),

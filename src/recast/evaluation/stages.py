@@ -39,6 +39,7 @@ from recast.evaluation.sr import speculative_rejection
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
 from recast.records import EvalPrompt
+from recast.refiner.refine import Refined
 from recast.tracking import Tracker
 
 Log = Callable[[str], None]
@@ -107,6 +108,8 @@ class Answers:
     """Tokens the generator produced, counted with the refiner's tokenizer."""
     sent: list[str] | None = None
     """What the generator was asked (x' for "ours"), where it differs from the query."""
+    fallbacks: int | None = None
+    """Queries the rewrite guard sent as x instead of x' (refiner systems only)."""
 
 
 ABLATIONS = {"no_cmaes": "no-cmaes", "omega_0": "omega-0"}
@@ -125,22 +128,21 @@ def _refiner_spec(params: Params, system: str) -> str:
     return str(path)
 
 
-def _refined(params: Params, questions: list[str], spec: str) -> list[str]:
-    """x' = p_im(x) at ξ = 0 from a trained refiner, in batches."""
-    import torch
-
+def _refined(params: Params, questions: list[str], spec: str) -> list[Refined]:
+    """x' = p_im(x) from the unbiased trained refiner through the one refine path (decode ->
+    check -> guard): `sent` is x where the guard (refiner.guard) rejects x' or x' is empty."""
     from recast.refiner.model import Refiner
-    from recast.refiner.prompts import p_x
+    from recast.refiner.refine import refine
 
     refiner = Refiner.load(spec, params.refiner.dtype, params.refiner.device)
-    out: list[str] = []
-    with torch.inference_mode():
-        for s in range(0, len(questions), 8):
-            prefix = refiner.encode_prefix([p_x(q) for q in questions[s : s + 8]])
-            e = refiner.base_embeddings()[None].expand(prefix.mask.shape[0], -1, -1)
-            out += refiner.decode(prefix, e, params.refiner.max_refined_tokens)
-    # an empty x' would send nothing: fall back to the query, and count it in the report
-    return [x_ or q for x_, q in zip(out, questions, strict=True)]
+    rp = params.refiner
+    return refine(
+        refiner,
+        questions,
+        rp.max_refined_tokens,
+        guard=rp.guard,
+        check_encoder=rp.check_encoder,
+    )
 
 
 def _system(
@@ -160,9 +162,11 @@ def _system(
         answers = generator.generate(questions, greedy)
         return Answers(name, answers, len(questions), sum(map(count, answers)))
     if name == "ours" or name in ABLATIONS:
-        sent = _refined(params, questions, _refiner_spec(params, name))
+        refined = _refined(params, questions, _refiner_spec(params, name))
+        sent = [r.sent for r in refined]
         answers = generator.generate(sent, greedy)
-        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+        fell = sum(r.fallback for r in refined)
+        return Answers(name, answers, len(questions), sum(map(count, answers)), sent, fell)
     if name == "bpo":
         sent = optimize(params, questions)
         answers = generator.generate(sent, greedy)

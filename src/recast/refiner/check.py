@@ -61,6 +61,9 @@ class CheckParams:
     max_extra_statement_words: int = 25
     """Answers: x' has this many more words in statements (sentences that neither ask nor
     request) than x has; a rewrite restates x's request, it does not add a paragraph."""
+    max_new_statement_content: int = 4
+    """Answers: x''s statements hold more than this many content words that x lacks (new
+    material stated, not asked for: the labelled rewrites hold at most 3)."""
     answer_new_words: int = 4
     """When x asks or requests and x' does neither, x' with at least this many content words
     that x lacks is an answer, fewer a drift (x restated as a statement)."""
@@ -128,6 +131,18 @@ REQUEST_VERBS = _wordset(
     recommend reformulate remove rephrase replace research respond restate return review rewrite
     say select share show simplify solve sort specify state suggest summarise summarize support
     take teach tell think transform translate try use verify walk write"""
+)
+# A sentence that directs the answer ("Your explanation should ...") asks, though declarative.
+_DIRECTIVE = re.compile(
+    r"\b(it|this|the (answer|response|explanation|reply|output|result)|your (answer|response|"
+    r"explanation|reply)) (should|must|need to|needs to|has to|have to)\b",
+    re.IGNORECASE,
+)
+# A question back to the user ("What kind of show do you like?"): the assistant's side of a chat.
+_ASKS_BACK = re.compile(
+    r"\b(do|are|did|have|were) you\b|\byou (like|prefer|want|mean|enjoy)\b|"
+    r"\b(are|were) you (interested|looking|thinking)\b",
+    re.IGNORECASE,
 )
 _LEADERS = frozenset({"please", "now", "kindly", "also", "then", "so", "and", "hey", "hi", "ok"})
 _REQUEST_PHRASES = re.compile(
@@ -212,7 +227,7 @@ def sentences(text: str) -> list[str]:
 def asks(sentence: str) -> bool:
     """The sentence asks a question or makes a request (its form, not its content)."""
     s = sentence.strip()
-    if "?" in s or _REQUEST_PHRASES.search(s):
+    if "?" in s or _REQUEST_PHRASES.search(s) or _DIRECTIVE.search(s):
         return True
     ws = words(s)
     while ws and ws[0] in _LEADERS:
@@ -228,6 +243,15 @@ def extract_query(x_prime: str) -> str:
     if m and len(m.group("q").split()) >= 2:
         return m.group("q").strip()
     return x_prime.strip()
+
+
+def _tail(x: str, q: str) -> str:
+    """What q adds after its first len(x) alphanumeric characters (q extends x verbatim)."""
+    need, i = len(normalize(x)), 0
+    while need > 0 and i < len(q):
+        need -= len(normalize(q[i]))
+        i += 1
+    return q[i:]
 
 
 def repeat_share(ws: list[str], n: int) -> float:
@@ -345,6 +369,18 @@ def check(
     m = _ANSWER_MOVES.search(q)
     if m and not _ANSWER_MOVES.search(x):
         return Check("answers", f"x' starts answering: {m.group(0)!r}")
+    nx, nq = normalize(x), normalize(q)
+    if nx and nq.startswith(nx):  # x kept verbatim, then more: what was added?
+        tail = _tail(x, q)
+        said = [s for s in sentences(tail) if words(s) and (not asks(s) or _ASKS_BACK.search(s))]
+        if said:
+            return Check("answers", f"x' is x followed by a reply: {said[0][:40]!r}")
+    x_content_set = set(content(x))
+    new = [
+        w for s in sentences(q) if not asks(s) for w in content(s) if not _found(w, x_content_set)
+    ]
+    if len(new) > params.max_new_statement_content:
+        return Check("answers", f"x' states new material ({', '.join(sorted(set(new))[:6])})")
     statement_words = sum(len(words(s)) for s in sentences(q) if not asks(s))
     x_statement_words = sum(len(words(s)) for s in sentences(x) if not asks(s))
     extra = statement_words - x_statement_words
