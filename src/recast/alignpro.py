@@ -288,6 +288,7 @@ def train_prompter(
     inputs = {name: split_dir / f"{name}.parquet" for name in ("train", "dev")}
     tags = {**tracker.lineage_tags(inputs), "system": "alignpro", "lambda": f"{lam:g}"}
     with tracker.run(f"prompter λ={lam:g} seed={pp.seed}", tags=tags) as run_id:
+        tracker.log_datasets(inputs)
         tracker.log_params({"prompter": dataclasses.asdict(pp), "lambda": lam})
         for row in result["curve"]:
             tracker.log_metrics({"reward": row["reward"], "kl": row["kl"] or 0.0}, row["step"])

@@ -1,6 +1,8 @@
 """MLflow lineage: one experiment, a parent run per training run, nested runs per round and per
 CMA-ES search; every ξ*, fitness curve, pseudo-label set and checkpoint logged, with tags that
-lead back to the inputs (git commit, DVC md5 of each data file, params hash).
+lead back to the inputs (git commit, DVC md5 of each data file, params hash). The experiment
+is marked as model training, so MLflow 3's UI opens it on the runs table, and each split a run
+reads is logged as an MLflow dataset input whose source is its DVC path and md5.
 
 `Tracker` is a no-op when tracking is disabled, so the library never needs an `if` around it.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from recast.config import Params
+
+# MLflow 3's UI reads this experiment tag to pick its layout: without it, an experiment opens on
+# the GenAI overview (traces, token usage), which is empty here. "custom_model_development" is
+# the value the UI itself sets when a user picks "Machine learning" (mlflow/server/js: the
+# ExperimentKind enum; it maps to the machine-learning workflow, whose landing page is the runs).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# The mlflow.data.context of each split's dataset input, as the runs table shows it.
+SPLIT_CONTEXTS = {"train": "training", "es": "search", "dev": "validation"}
+DVC_SOURCE_TYPE = "dvc"
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,6 +88,46 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+@functools.cache
+def dvc_source_class() -> type:
+    """An MLflow dataset source for a file DVC tracks: its path in the repo and its md5 as in
+    dvc.lock (registered with MLflow once, so `mlflow.data.get_source` reads it back)."""
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.dataset_source_registry import register_dataset_source
+
+    class DvcDatasetSource(DatasetSource):
+        def __init__(self, path: str, md5: str) -> None:
+            self.path, self.md5 = path, md5
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return DVC_SOURCE_TYPE
+
+        def load(self) -> str:
+            """The local path, after checking it is still the version that was logged."""
+            if not Path(self.path).is_file() or dvc_md5(self.path) != self.md5:
+                raise FileNotFoundError(f"{self.path} with md5 {self.md5} (try `dvc checkout`)")
+            return self.path
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False  # only built from a path and md5, never guessed from a string
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> DvcDatasetSource:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"path": self.path, "md5": self.md5}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> DvcDatasetSource:
+            return cls(source_dict["path"], source_dict["md5"])
+
+    register_dataset_source(DvcDatasetSource)
+    return DvcDatasetSource
+
+
 class Tracker:
     """Logs to MLflow when enabled; every method is a no-op otherwise."""
 
@@ -83,11 +136,19 @@ class Tracker:
         self.enabled = params.tracking.enabled
         if self.enabled:
             mlflow = use(params)
-            if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
+            name = params.tracking.experiment
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
                 mlflow.create_experiment(
-                    params.tracking.experiment, artifact_location=params.tracking.artifacts or None
+                    name,
+                    artifact_location=params.tracking.artifacts or None,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
-            mlflow.set_experiment(params.tracking.experiment)
+            elif EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind chosen in the UI stays
+                mlflow.MlflowClient().set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+            mlflow.set_experiment(name)
             self.mlflow = mlflow
 
     @contextlib.contextmanager
@@ -106,6 +167,20 @@ class Tracker:
             tags[f"dvc_md5.{name}"] = dvc_md5(path)
             tags[f"input.{name}"] = str(path)
         return tags
+
+    def log_datasets(self, inputs: dict[str, Path]) -> None:
+        """Each split the active run reads, as an MLflow dataset input named after the split,
+        with its DVC path and md5 as the source and the md5 as the digest (the runs table's
+        Dataset column), in the context SPLIT_CONTEXTS gives it."""
+        if not self.enabled:
+            return
+        from mlflow.data.meta_dataset import MetaDataset
+
+        source = dvc_source_class()
+        for name, path in inputs.items():
+            md5 = dvc_md5(path)
+            dataset = MetaDataset(source(str(path), md5), name=name, digest=md5)
+            self.mlflow.log_input(dataset, context=SPLIT_CONTEXTS.get(name, name))
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.enabled:
