@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -67,6 +68,46 @@ def test_generate_prints_an_answer(in_tmp: Path, smollm2: str) -> None:
     )
     assert code == 0, output
     assert output.strip()
+
+
+def test_generate_prints_the_answer_as_written(
+    in_tmp: Path, smollm2: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not folded at the console's width: a copied answer must be the model's text."""
+    import recast.generator
+    from recast import cli
+
+    answers: list[str] = []
+    make_generator = recast.generator.make_generator
+
+    def recording(*args: Any, **kwargs: Any) -> Any:  # the real generator, its answers kept
+        generator = make_generator(*args, **kwargs)
+        generate = generator.generate
+
+        def generate_and_keep(*a: Any, **k: Any) -> list[str]:
+            batch = generate(*a, **k)
+            answers.extend(batch)
+            return batch
+
+        generator.generate = generate_and_keep
+        return generator
+
+    monkeypatch.setattr(recast.generator, "make_generator", recording)
+    width = 40
+    monkeypatch.setattr(cli.out, "width", width)
+    query = json.loads((SAMPLES / "eval-samples" / "dolly_eval.json").read_text())[0]
+    args = ["generate", query["instruction"], "--set", "sampling.max_new_tokens=24"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in answers[0].splitlines()) > width  # else nothing to fold
+    assert result.stdout == answers[0] + "\n"
+
+
+def test_out_of_range_param_fails_before_any_stage(in_tmp: Path) -> None:
+    code, output = run("data", "build", "--set", "split.es_size=-5")
+    assert code == 1
+    assert "split.es_size=-5 is out of range: it must be ≥ 1" in output
+    assert not (in_tmp / "data").exists() and not (in_tmp / "metrics").exists()
 
 
 def test_generate_rejects_empty_query(in_tmp: Path) -> None:

@@ -57,3 +57,61 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
 def test_missing_explicit_params_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("split.es_size=-5", "split.es_size=-5 is out of range: it must be ≥ 1"),
+        ("split.es_size=0", "split.es_size=0 is out of range: it must be ≥ 1"),
+        ("split.dev_fraction=1", "split.dev_fraction=1.0 is out of range: it must be in (0, 1)"),
+        ("split.dev_fraction=0", "split.dev_fraction=0.0 is out of range: it must be in (0, 1)"),
+        ("sampling.top_p=0", "sampling.top_p=0.0 is out of range: it must be in (0, 1]"),
+        ("refiner.lr=0", "refiner.lr=0.0 is out of range: it must be > 0"),
+        ("refiner.lr=-0.001", "refiner.lr=-0.001 is out of range: it must be > 0"),
+        ("cmaes.popsize=1", "cmaes.popsize=1 is out of range: it must be ≥ 2"),
+        ("cmaes.popsize=magic", "cmaes.popsize='magic' is not allowed: it must be 'paper' or"),
+        ("prompter.lambdas=[0.1, -1]", "prompter.lambdas[1]=-1.0 is out of range"),
+        ("evaluate.judge_tie_margin=2", "evaluate.judge_tie_margin=2.0 is out of range"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_range(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_params(ROOT / "params.yaml", [override])
+    assert message in str(error.value)
+
+
+def test_out_of_range_value_in_the_file_is_caught_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("refiner:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"refiner\.batch_size=0 is out of range"):
+        load_params(path)
+
+
+def test_edges_of_the_ranges_and_null_are_allowed() -> None:
+    params = load_params(
+        None,
+        [
+            "split.es_size=1",
+            "sampling.top_p=1",
+            "sampling.temperature=0",
+            "refiner.omega=0",
+            "refiner.train_size=null",
+            "evaluate.judge_tie_margin=0",
+        ],
+    )
+    assert (params.split.es_size, params.sampling.top_p, params.refiner.train_size) == (1, 1, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("4", 4), ("'12'", 12), ("paper", "paper"), ("pycma", "pycma")]
+)
+def test_popsize_takes_an_integer_or_a_rule(value: str, expected: int | str) -> None:
+    assert load_params(None, [f"cmaes.popsize={value}"]).cmaes.popsize == expected
+
+
+def test_every_ranged_key_exists() -> None:
+    from recast.config import RANGES
+
+    params = load_params(None).to_dict()
+    assert [k for k in RANGES if k.split(".")[1] not in params[k.split(".")[0]]] == []

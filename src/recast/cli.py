@@ -233,7 +233,7 @@ def generate(
     with console.status("generating"):
         answer = generator.generate([text], Sampling(**dataclasses.asdict(p.sampling)))[0]
     generator.close()
-    out.print(answer, highlight=False, markup=False)
+    out.out(answer, highlight=False)  # as written: no wrapping at the terminal's width, no markup
 
 
 @contextlib.contextmanager

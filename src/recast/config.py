@@ -1,7 +1,8 @@
 """params.yaml as typed sections, one per DVC stage, with `--set section.key=value` overrides.
 
 Each section is a plain dataclass with a docstring per field (the cleanrl style). Unknown
-sections or keys are errors that name the key, so a typo never silently falls back to a default.
+sections or keys are errors that name the key, so a typo never silently falls back to a default;
+so is a number outside its range (RANGES), caught when the params are loaded, before any stage.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ class CmaesParams:
     """d_z, the evolution dimension per token; ξ ∈ R^{2·d_z} (Table 5: 16)."""
     iterations: int = 30
     """CMA-ES iterations (Table 5: 30)."""
-    popsize: str = "paper"
-    """λ: 'paper' (4 + ln 2d_z, §4), 'pycma' (4 + 3 ln 2d_z), or an integer as text."""
+    popsize: int | str = "paper"
+    """λ: 'paper' (4 + ln 2d_z, §4), 'pycma' (4 + 3 ln 2d_z), or an integer ≥ 2."""
     delta_sigma: float = 0.001
     """δ(σ(g)) of Eq. 14, which sets the initial step size (the paper: 0.001)."""
     alpha: float = 1.0
@@ -515,6 +516,154 @@ def _name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric key; each bound is inclusive unless marked open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is None:
+            return f"{'<' if self.high_open else '≤'} {self.high:g}"
+        if self.high is None:
+            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+COUNT = Range(1)  # sizes, steps, token budgets: a zero or negative one is never meant
+NON_NEGATIVE = Range(0)  # seeds, retries, margins, weights where 0 switches a term off
+POSITIVE = Range(0, low_open=True)  # learning rates, temperatures, time-outs
+FRACTION = Range(0, 1, low_open=True, high_open=True)
+PROBABILITY_MASS = Range(0, 1, low_open=True)  # top-p: 1 keeps every token
+
+RANGES: dict[str, Range] = {
+    "ingest.max_records": COUNT,
+    "pairs.min_prompt_tokens": NON_NEGATIVE,
+    "pairs.max_prompt_tokens": COUNT,
+    "pairs.max_response_tokens": COUNT,
+    "pairs.max_context_turns": NON_NEGATIVE,
+    "validate.max_prompt_chars": COUNT,
+    "validate.max_response_chars": COUNT,
+    "split.seed": NON_NEGATIVE,
+    "split.es_size": COUNT,
+    "split.dev_fraction": FRACTION,
+    "generator.batch_size": COUNT,
+    "generator.max_batch_tokens": COUNT,
+    "generator.max_length": COUNT,
+    "generator.timeout_s": POSITIVE,
+    "generator.max_retries": NON_NEGATIVE,
+    "generator.backoff_s": NON_NEGATIVE,
+    "generator.concurrency": COUNT,
+    "sampling.max_new_tokens": COUNT,
+    "sampling.temperature": NON_NEGATIVE,
+    "sampling.top_p": PROBABILITY_MASS,
+    "sampling.top_k": NON_NEGATIVE,
+    "sampling.seed": NON_NEGATIVE,
+    "refiner.rounds": COUNT,
+    "refiner.epochs": COUNT,
+    "refiner.lr": POSITIVE,
+    "refiner.batch_size": COUNT,
+    "refiner.omega": NON_NEGATIVE,
+    "refiner.max_refined_tokens": COUNT,
+    "refiner.truth_max_tokens": COUNT,
+    "refiner.max_prompt_tokens": COUNT,
+    "refiner.train_size": COUNT,
+    "refiner.lora_r": COUNT,
+    "refiner.seed": NON_NEGATIVE,
+    "cmaes.d_z": COUNT,
+    "cmaes.iterations": COUNT,
+    "cmaes.popsize": Range(2),  # CMA-ES recombines the best half: at least two candidates
+    "cmaes.delta_sigma": POSITIVE,
+    "cmaes.alpha": POSITIVE,
+    "cmaes.max_target_tokens": COUNT,
+    "cmaes.batch_rows": COUNT,
+    "cmaes.seed": NON_NEGATIVE,
+    "reward.train_size": COUNT,
+    "reward.epochs": COUNT,
+    "reward.lr": POSITIVE,
+    "reward.batch_size": COUNT,
+    "reward.max_length": COUNT,
+    "reward.seed": NON_NEGATIVE,
+    "dpo.train_size": COUNT,
+    "dpo.epochs": COUNT,
+    "dpo.lr": POSITIVE,
+    "dpo.beta": POSITIVE,
+    "dpo.batch_size": COUNT,
+    "dpo.max_length": COUNT,
+    "dpo.seed": NON_NEGATIVE,
+    "bpo.train_size": COUNT,
+    "bpo.max_new_tokens": COUNT,
+    "bpo.epochs": COUNT,
+    "bpo.lr": POSITIVE,
+    "bpo.batch_size": COUNT,
+    "bpo.max_length": COUNT,
+    "bpo.seed": NON_NEGATIVE,
+    "evaluate.max_prompts": COUNT,
+    "evaluate.max_new_tokens": COUNT,
+    "evaluate.temperature": NON_NEGATIVE,
+    "evaluate.bon_n": COUNT,
+    "evaluate.sr_n": COUNT,
+    "evaluate.sr_alpha": FRACTION,
+    "evaluate.sr_chunk": COUNT,
+    "evaluate.judge_max_new_tokens": COUNT,
+    "evaluate.judge_tie_margin": Range(0, 1),  # a difference of two probabilities
+    "evaluate.agreement_pairs": NON_NEGATIVE,
+    "evaluate.n_boot": COUNT,
+    "evaluate.seed": NON_NEGATIVE,
+    "prompter.lam": NON_NEGATIVE,
+    "prompter.lambdas": NON_NEGATIVE,  # each λ of the sweep
+    "prompter.steps": COUNT,
+    "prompter.oracle_steps": COUNT,
+    "prompter.lr": POSITIVE,
+    "prompter.num_generations": Range(2),  # GRPO's baseline is the group's mean reward
+    "prompter.max_new_tokens": COUNT,
+    "prompter.temperature": POSITIVE,
+    "prompter.answer_tokens": COUNT,
+    "prompter.eval_temperature": POSITIVE,
+    "prompter.eval_top_p": PROBABILITY_MASS,
+    "prompter.eval_top_k": NON_NEGATIVE,
+    "prompter.train_size": COUNT,
+    "prompter.dev_size": COUNT,
+    "prompter.seed": NON_NEGATIVE,
+    "registry.margin": NON_NEGATIVE,
+    "registry.max_pairs": COUNT,
+    "orchestration.workers": COUNT,
+}
+"""Range of every numeric key that has one (None, where a key allows it, is always fine)."""
+POPSIZE_RULES = ("paper", "pycma")
+
+
+def check_ranges(params: Params) -> None:
+    """Raise ConfigError naming the first key whose value is outside its range, with the value
+    as given and the range allowed (e.g. `split.es_size=-5`), before any stage spends time."""
+    cmaes = params.cmaes
+    if isinstance(cmaes.popsize, str):
+        if cmaes.popsize.strip().isdigit():
+            cmaes.popsize = int(cmaes.popsize)  # "an integer as text", as it used to be given
+        elif cmaes.popsize not in POPSIZE_RULES:
+            raise ConfigError(
+                f"cmaes.popsize={cmaes.popsize!r} is not allowed: it must be "
+                f"{' or '.join(repr(r) for r in POPSIZE_RULES)}, or an integer ≥ 2"
+            )
+    for key, allowed in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(params, section), name)
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, int | float) and not isinstance(item, bool) and item not in allowed:
+                where = key if index is None else f"{key}[{index}]"
+                raise ConfigError(f"{where}={item!r} is out of range: it must be {allowed}")
+
+
 def _section(cls: type, raw: Any, name: str) -> Any:
     if raw is None:
         return cls()
@@ -571,7 +720,9 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
         if name not in fields:
             raise ConfigError(f"unknown params section '{name}' (known: {sorted(fields)})")
     hints = typing.get_type_hints(Params)
-    return Params(**{name: _section(hints[name], raw.get(name), name) for name in fields})
+    params = Params(**{name: _section(hints[name], raw.get(name), name) for name in fields})
+    check_ranges(params)
+    return params
 
 
 def section_dict(section: Any) -> dict[str, Any]:

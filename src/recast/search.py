@@ -105,8 +105,8 @@ def make_space(refiner: Refiner, pairs: list[PreferencePair], params: CmaesParam
     e_base = refiner.base_embeddings().detach().float()
     grads = grads.float()
     a = bias.projections(grads, params.d_z, params.seed)
-    rule = params.popsize
-    popsize = int(rule) if rule.isdigit() else bias.popsize(params.d_z, rule)
+    rule = params.popsize  # an integer ≥ 2, 'paper' or 'pycma' (load_params checks it)
+    popsize = rule if isinstance(rule, int) else bias.popsize(params.d_z, rule)
     return Space(
         e_base=e_base,
         grads=grads,
