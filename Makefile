@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	recast models fetch smollm2-135m-instruct minilm-l6
 	ruff check .
-	pytest -q
+	pytest -q --durations=15
 
 lint: $(VENV)/.installed
 	ruff check . && ruff format --check .

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from conftest import SAMPLES
 
 from recast.config import ValidateParams
 from recast.data.validate import (
@@ -33,16 +34,11 @@ from recast.records import (
     pairs_table,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HH_FILE = SHARED_DATA / "hh-rlhf" / "helpful-base-test.jsonl.gz"
-BPO_FILE = SHARED_DATA / "eval-samples" / "bpo_test.json"
+# The bundled samples: the first records of the release files (the same ones ../shared/data
+# holds in full), so these tests run, never skip, on a fresh clone.
+HH_FILE = SAMPLES / "hh-rlhf" / "helpful-base-test.jsonl.gz"
+BPO_FILE = SAMPLES / "eval-samples" / "bpo_test.json"
 N_PAIRS = 12
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found: {path}")
-    return path
 
 
 ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -74,7 +70,7 @@ def _hh_pair(record: dict[str, str]) -> PreferencePair | None:
 def real_pairs() -> list[PreferencePair]:
     """The first HH-RLHF pairs whose replies are non-empty and distinct (a clean sample)."""
     pairs: list[PreferencePair] = []
-    with gzip.open(_require(HH_FILE), "rt", encoding="utf-8") as f:
+    with gzip.open(HH_FILE, "rt", encoding="utf-8") as f:
         for line in f:
             pair = _hh_pair(json.loads(line))
             if pair and pair.prompt and pair.chosen and pair.rejected != pair.chosen:
@@ -87,7 +83,7 @@ def real_pairs() -> list[PreferencePair]:
 
 @pytest.fixture(scope="module")
 def real_evals() -> list[EvalPrompt]:
-    records = json.loads(_require(BPO_FILE).read_text(encoding="utf-8"))
+    records = json.loads(BPO_FILE.read_text(encoding="utf-8"))
     return [
         EvalPrompt(set="bpo_test", prompt=r["prompt"], meta={"file": BPO_FILE.name})
         for r in records
