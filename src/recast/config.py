@@ -401,8 +401,8 @@ class RegistryParams:
     gate_split: str = "dev"
     """Split the challenger and the champion are compared on (train, es or dev)."""
     gate_metric: str = "dev_fitness"
-    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 10 at ξ = 0),
-    lower is better."""
+    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 10 for the
+    unbiased refiner, e^b without CMA-ES bias; not the search's ξ = 0), lower is better."""
     margin: float = 0.0
     """The challenger must beat the champion by more than this (nats for dev_fitness)."""
     max_pairs: int | None = 64
