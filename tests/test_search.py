@@ -216,3 +216,13 @@ def test_refiner_prompt_over_context_is_a_clear_error(tiny_lm: str, tmp_path: Pa
     huge = PreferencePair(long.source, long.prompt * 40, long.chosen, long.rejected)
     with pytest.raises(RecastError, match="refiner prompt is .* tokens, over the limit"):
         run_search(refiner, generator, [huge], CMAES, tmp_path, 8)
+
+
+@pytest.mark.parametrize(("popsize", "expected"), [("4", 4), ("pycma", 14)])
+def test_popsize_from_params_sets_the_population(tiny_lm: str, popsize: str, expected: int) -> None:
+    """--set cmaes.popsize=4 arrives as an int (config), a rule as its name."""
+    from recast.config import load_params
+    from recast.search import make_space
+
+    params = load_params(None, [f"cmaes.popsize={popsize}"]).cmaes
+    assert make_space(Refiner.load(tiny_lm), real_pairs(2), params).popsize == expected
