@@ -107,19 +107,33 @@ def test_reward_dpo_eval_report_end_to_end(
     assert sum("answers from an earlier run" in m for m in logs) == 9 * 4  # systems x sets
 
 
-def test_pointwise_judge_always_gives_a_verdict(eval_overrides: list[str], in_tmp: Path) -> None:
-    from recast.evaluation.stages import evaluate_stage, reward_stage
+@pytest.mark.parametrize("mode", ["pointwise", "reward", "ensemble"])
+def test_score_judges_always_give_a_verdict(
+    eval_overrides: list[str], in_tmp: Path, mode: str
+) -> None:
+    from recast.evaluation.agreement import longer_wins
+    from recast.evaluation.report import report_stage
+    from recast.evaluation.stages import evaluate_stage, labelled_pairs, reward_stage
 
     params = load_params(
         "params.yaml",
-        [*eval_overrides, "evaluate.judge_mode=pointwise", "evaluate.systems=[org, ours]"],
+        [*eval_overrides, f"evaluate.judge_mode={mode}", "evaluate.systems=[org, ours]"],
     )
     reward_stage(params)
     result = evaluate_stage(params)
     for cell in result["cells"]:
         assert cell["unparsed"] == 0
         assert cell["win"] + cell["loss"] + cell["tie"] == pytest.approx(100.0)
-    assert result["judge"]["agreement"]["hh_rlhf"]["position_consistency"] == 1.0
+        wml = cell["win_minus_loss"]
+        assert wml["value"] == pytest.approx(cell["win"] - cell["loss"])
+        assert wml["ci95"][0] <= wml["value"] <= wml["ci95"][1]
+        assert 0.0 <= cell["lc_win"] <= 100.0
+    hh = result["judge"]["agreement"]["hh_rlhf"]
+    assert hh["position_consistency"] is None  # one answer at a time: no order to flip
+    rule = [longer_wins(p.chosen, p.rejected) for p in labelled_pairs(params)["hh_rlhf"]]
+    assert hh["length_baseline"] == pytest.approx(sum(r is True for r in rule) / len(rule))
+    report = (in_tmp / report_stage(params)["report"]).read_text()
+    assert "longer answer wins" in report and "win − loss" in report
 
 
 def test_eval_without_a_reward_model_says_what_to_run(eval_overrides: list[str]) -> None:

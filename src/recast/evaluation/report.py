@@ -29,15 +29,36 @@ NAMES = {
 def _cell(c: dict[str, Any]) -> str:
     if c["win"] is None:
         return f"no verdict parsed ({c['unparsed']} of {c['n']})"
-    ci = c["ci95"]
-    return (
-        f"{c['win']:.0f} / {c['loss']:.0f} / {c['tie']:.0f} "
-        f"(win {ci['win'][0]:.0f}–{ci['win'][1]:.0f}, n={c['n'] - c['unparsed']})"
-    )
+    return f"{c['win']:.0f} / {c['loss']:.0f} / {c['tie']:.0f} (n={c['n'] - c['unparsed']})"
+
+
+def difference(c: dict[str, Any], first: str, second: str) -> str:
+    """Win − loss with its interval, and what it allows one to say."""
+    wml = c["win_minus_loss"]
+    if wml["value"] is None:
+        return "no verdict parsed"
+    lo, hi = wml["ci95"]
+    if not wml["excludes_zero"]:
+        verdict = "no detectable difference"
+    else:
+        verdict = f"{first} ahead" if lo > 0 else f"{second} ahead"
+    return f"{wml['value']:+.0f} [{lo:+.0f}, {hi:+.0f}]: {verdict}"
 
 
 def _percent(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def judge_line(result: dict[str, Any]) -> str:
+    """The judge's measured trust in one sentence, printed beside every table."""
+    judge = result["judge"].get("name") or f"{result['judge']['model']} ({result['judge']['mode']})"
+    parts = [
+        f"{src}: agrees {_percent(a['agreement'])} (longer answer wins: "
+        f"{_percent(a['length_baseline'])}; length-balanced {_percent(a['balanced_agreement'])} "
+        f"vs {_percent(a['balanced_length_baseline'])}, n={a['balanced_n']})"
+        for src, a in result["judge"]["agreement"].items()
+    ]
+    return f"Judge {judge} against labelled pairs — " + "; ".join(parts) + "."
 
 
 def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -45,14 +66,25 @@ def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str],
     sets = [*params.evaluate.sets, "all"]
     pairs = list(dict.fromkeys((c["system"], c["versus"]) for c in result["cells"]))
     by = {(c["system"], c["versus"], c["set"]): c for c in result["cells"]}
+    name = NAMES.get
     wlt = [
-        [f"{NAMES.get(a, a)} vs {NAMES.get(b, b)}", *(_cell(by[(a, b, s)]) for s in sets)]
-        for a, b in pairs
+        [f"{name(a, a)} vs {name(b, b)}", *(_cell(by[(a, b, s)]) for s in sets)] for a, b in pairs
     ]
+    overall = []
+    for a, b in pairs:
+        c = by[(a, b, "all")]
+        lc = "–" if c.get("lc_win") is None else f"{c['lc_win']:.0f}"
+        raw = "–" if c["win"] is None else f"{c['win'] + c['tie'] / 2:.0f}"
+        overall.append(
+            [f"{name(a, a)} vs {name(b, b)}", difference(c, name(a, a), name(b, b)), raw, lc]
+        )
     trust = [
         [
             src,
-            _percent(a["accuracy"]),
+            _percent(a["agreement"]),
+            _percent(a["length_baseline"]),
+            f"{_percent(a['balanced_agreement'])} / {_percent(a['balanced_length_baseline'])}"
+            f" (n={a['balanced_n']})",
             _percent(a["ties"]),
             _percent(a["position_consistency"]),
             str(a["unparsed"]),
@@ -62,25 +94,42 @@ def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str],
     ]
     systems = [
         [
-            NAMES.get(name, name),
+            NAMES.get(n, n),
             f"{s['reward_mean']:.3f}",
             f"{s['reward_var']:.3f}",
             str(s["calls"]),
             str(s["tokens"]),
         ]
-        for name, s in result["systems"].items()
+        for n, s in result["systems"].items()
     ]
-    judge = f"{result['judge']['model']} ({result['judge']['mode']})"
     return [
         (
-            f"Win / loss / tie % of the first system against the second (judge: {judge}; "
-            "bootstrap 95% interval of the win rate; n = parsed verdicts)",
+            "Over all sets: win − loss in points with its bootstrap 95% interval (resampling "
+            "prompts), the raw win rate (a tie counts half) and the length-controlled win rate "
+            "(logistic model with the answers' length difference as covariate, read at equal "
+            f"length). {judge_line(result)}",
+            ["comparison", "win − loss [95% CI]", "win rate %", "length-controlled win rate %"],
+            overall,
+        ),
+        (
+            "Win / loss / tie % of the first system against the second, per set "
+            "(n = parsed verdicts)",
             ["", *sets],
             wlt,
         ),
         (
-            "The judge against labelled pairs (accuracy = prefers the labelled better answer)",
-            ["labels", "accuracy", "ties", "position consistency", "unparsed", "pairs"],
+            "The judge against labelled pairs (agreement = prefers the labelled better answer; "
+            'ties count as misses), beside the rule "the longer answer wins"',
+            [
+                "labels",
+                "agreement",
+                "longer wins",
+                "length-balanced: judge / rule",
+                "ties",
+                "position consistency",
+                "unparsed",
+                "pairs",
+            ],
             trust,
         ),
         (

@@ -24,21 +24,23 @@ from recast import io
 from recast.config import Params
 from recast.data.stages import METRICS_DIR
 from recast.errors import RecastError
+from recast.evaluation.agreement import Measurement, length, measure
 from recast.evaluation.bon import best_of_n
-from recast.evaluation.bootstrap import bootstrap_ci, rates
+from recast.evaluation.bootstrap import bootstrap_ci, rates, win_minus_loss
 from recast.evaluation.bpo import optimize
 from recast.evaluation.judge import (
-    Agreement,
+    EnsembleJudge,
     Judged,
     PairwiseJudge,
     PointwiseJudge,
-    agreement,
+    RewardJudge,
 )
+from recast.evaluation.length_control import length_controlled_win_rate
 from recast.evaluation.reward import RewardModel, pairwise_accuracy, train_reward
 from recast.evaluation.sr import speculative_rejection
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
-from recast.records import EvalPrompt
+from recast.records import EvalPrompt, PreferencePair
 from recast.refiner.refine import Refined
 from recast.tracking import Tracker
 
@@ -246,8 +248,26 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _judge(params: Params) -> tuple[PairwiseJudge | PointwiseJudge, Generator]:
+JudgeType = PairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
+JUDGE_MODES = ("pointwise", "pairwise", "reward", "ensemble")
+
+
+@contextlib.contextmanager
+def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[JudgeType]:
+    """The judge evaluate.judge_mode names; its LLM backend (if any) is closed on the way out.
+
+    pointwise: the judge LLM's P(Yes) per answer; pairwise: Appendix C's prompt in both orders;
+    reward: the Bradley-Terry reward model; ensemble: the mean z-score of reward and P(Yes)."""
     ev = params.evaluate
+    if ev.judge_mode not in JUDGE_MODES:
+        raise RecastError(
+            f"evaluate.judge_mode {ev.judge_mode!r} is not one of {', '.join(JUDGE_MODES)}"
+        )
+    if ev.judge_mode in ("reward", "ensemble") and reward is None:
+        reward = RewardModel.load(_check_reward(params))
+    if ev.judge_mode == "reward":
+        yield RewardJudge(reward, ev.judge_tie_margin)
+        return
     spec = dataclasses.replace(
         params.generator,
         backend=ev.judge_backend,
@@ -256,35 +276,53 @@ def _judge(params: Params) -> tuple[PairwiseJudge | PointwiseJudge, Generator]:
         dtype="auto",
     )
     backend = make_generator(spec)
-    if ev.judge_mode == "pairwise":
-        return PairwiseJudge(backend, ev.judge_max_new_tokens), backend
-    if ev.judge_mode == "pointwise":
-        return PointwiseJudge(backend, ev.judge_tie_margin), backend
-    raise RecastError(f"evaluate.judge_mode {ev.judge_mode!r} is not pairwise or pointwise")
+    try:
+        if ev.judge_mode == "pairwise":
+            yield PairwiseJudge(backend, ev.judge_max_new_tokens)
+            return
+        pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
+        if ev.judge_mode == "pointwise":
+            yield pointwise
+        else:
+            yield EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
+    finally:
+        backend.close()
 
 
-def _agreement(params: Params, judge: PairwiseJudge | PointwiseJudge) -> dict[str, Agreement]:
-    """The judge against labels: BPO-test good_res vs bad_res, HH-RLHF chosen vs rejected."""
+def judge_name(params: Params) -> str:
+    """What judged, in words: the mode and the model(s) behind it."""
+    ev = params.evaluate
+    if ev.judge_mode == "reward":
+        return f"reward model on {params.reward.encoder} (reward)"
+    if ev.judge_mode == "ensemble":
+        return f"reward model + {ev.judge_model} P(Yes) (ensemble)"
+    return f"{ev.judge_model} ({ev.judge_mode})"
+
+
+def labelled_pairs(params: Params) -> dict[str, list[PreferencePair]]:
+    """The labelled pairs the evaluation measures its judge on: BPO-test good_res vs bad_res
+    (the evaluation set's own labels) and HH-RLHF chosen vs rejected from the dev split (never
+    trained on), at most evaluate.agreement_pairs of each."""
     from recast.runs import load_split
 
     n = params.evaluate.agreement_pairs
     path = Path(params.pairs.out_dir) / "eval.parquet"
     bpo = [EvalPrompt.from_row(r) for r in io.read_parquet(path).to_pylist()]
-    bpo = [p for p in bpo if p.set == "bpo_test" and p.reference and p.meta.get("bad_res")][:n]
-    hh = [p for p in load_split(params, "dev") if p.source == "hh_rlhf"][:n]
-    out: dict[str, Agreement] = {}
-    if bpo:
-        out["bpo_test"] = agreement(
-            judge,
-            [p.prompt for p in bpo],
-            [p.reference for p in bpo],
-            [p.meta["bad_res"] for p in bpo],
-        )
-    if hh:
-        out["hh_rlhf"] = agreement(
-            judge, [p.prompt for p in hh], [p.chosen for p in hh], [p.rejected for p in hh]
-        )
-    return out
+    out = {
+        "bpo_test": [
+            PreferencePair("bpo_test", p.prompt, p.reference, p.meta["bad_res"])
+            for p in bpo
+            if p.set == "bpo_test" and p.reference and p.meta.get("bad_res")
+        ][:n],
+        "hh_rlhf": [p for p in load_split(params, "dev") if p.source == "hh_rlhf"][:n],
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def _agreement(params: Params, judge: JudgeType) -> dict[str, Measurement]:
+    """The judge against labels, with the length rule beside it (recast judge measure's
+    function, on the evaluation's labelled pairs)."""
+    return {name: measure(judge, pairs) for name, pairs in labelled_pairs(params).items()}
 
 
 def comparisons(systems: list[str]) -> list[tuple[str, str]]:
@@ -316,14 +354,18 @@ MapSets = Callable[[Params, list[str]], list[SetResult]]
 """Runs evaluate_set(params, s) for each set s, anywhere, and returns the results in order."""
 
 
-def _check_inputs(params: Params) -> Path:
-    """Fail before any answer is made if the stage cannot finish."""
-    if "ours" not in params.evaluate.systems:
-        raise RecastError("evaluate.systems must include 'ours': every cell is ours vs a system")
+def _check_reward(params: Params) -> Path:
     reward_dir = Path(params.reward.out_dir) / "model"
     if not (reward_dir / "head.pt").exists():
         raise RecastError(f"no reward model at {reward_dir}: run `recast reward` first")
     return reward_dir
+
+
+def _check_inputs(params: Params) -> Path:
+    """Fail before any answer is made if the stage cannot finish."""
+    if "ours" not in params.evaluate.systems:
+        raise RecastError("evaluate.systems must include 'ours': every cell is ours vs a system")
+    return _check_reward(params)
 
 
 @dataclasses.dataclass
@@ -334,7 +376,7 @@ class Loaded:
     count: Callable[[str], int]
     """Tokens in a text, by the refiner's tokenizer (the cost column)."""
     generator: Generator
-    judge: PairwiseJudge | PointwiseJudge
+    judge: JudgeType
 
 
 @contextlib.contextmanager
@@ -350,11 +392,8 @@ def loaded(params: Params) -> Iterator[Loaded]:
 
     generator = make_generator(params.generator)
     try:
-        judge, judge_backend = _judge(params)
-        try:
+        with judge_from(params, reward) as judge:
             yield Loaded(reward, count, generator, judge)
-        finally:
-            judge_backend.close()
     finally:
         generator.close()
 
@@ -386,7 +425,7 @@ def evaluate_set(
         io.write_json(path, {"key": key, "answers": dataclasses.asdict(systems[name])})
 
     rewards = {name: models.reward.score(questions, a.answers) for name, a in systems.items()}
-    log(f"{set_name}: judging {len(comparisons(ev.systems))} comparisons with {ev.judge_model}")
+    log(f"{set_name}: judging {len(comparisons(ev.systems))} comparisons ({judge_name(params)})")
     judged = {
         (system, other): models.judge.judge(
             questions, systems[system].answers, systems[other].answers
@@ -406,23 +445,28 @@ def evaluate_stage(
     if map_sets is None:  # one reward model, generator and judge for every set
         with loaded(params) as models:
             per_set = [evaluate_set(params, s, log, models) for s in ev.sets]
-            log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
+            log(f"judge: {judge_name(params)} against labelled pairs")
             trust = _agreement(params, models.judge)
     else:
         log(f"answering and judging {len(ev.sets)} sets on {params.orchestration.runner}")
         per_set = map_sets(params, list(ev.sets))
-        log(f"judge: {ev.judge_model} ({ev.judge_mode}) against labelled pairs")
-        judge, judge_backend = _judge(params)
-        try:
+        log(f"judge: {judge_name(params)} against labelled pairs")
+        with judge_from(params) as judge:
             trust = _agreement(params, judge)
-        finally:
-            judge_backend.close()
     prompts = [p for r in per_set for p in r.prompts]
 
     cells = []
     for system, other in comparisons(ev.systems):
         outcomes = {r.set: r.judged[system, other].outcomes for r in per_set}
         outcomes["all"] = [o for r in per_set for o in outcomes[r.set]]
+        lengths = {  # answer lengths in words, for the length-controlled win rate
+            r.set: [
+                [length(a) for a in r.systems[system].answers],
+                [length(a) for a in r.systems[other].answers],
+            ]
+            for r in per_set
+        }
+        lengths["all"] = [[n for r in per_set for n in lengths[r.set][k]] for k in (0, 1)]
         for set_name in [*ev.sets, "all"]:
             cells.append(
                 {
@@ -433,6 +477,8 @@ def evaluate_stage(
                     "unparsed": sum(o is None for o in outcomes[set_name]),
                     **rates(outcomes[set_name]),
                     "ci95": bootstrap_ci(outcomes[set_name], ev.n_boot, ev.seed),
+                    "win_minus_loss": win_minus_loss(outcomes[set_name], ev.n_boot, ev.seed),
+                    "lc_win": length_controlled_win_rate(outcomes[set_name], *lengths[set_name]),
                 }
             )
         raw = [r for s in per_set for r in s.judged[system, other].raw or [None] * len(s.prompts)]
@@ -455,6 +501,7 @@ def evaluate_stage(
         "judge": {
             "model": ev.judge_model,
             "mode": ev.judge_mode,
+            "name": judge_name(params),
             "agreement": {k: dataclasses.asdict(v) for k, v in trust.items()},
         },
         "cells": cells,
@@ -487,9 +534,13 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         for k in ("win", "loss", "tie"):
             flat[f"{cell}/{k}"] = None if c[k] is None else round(c[k], 2)
         flat[f"{cell}/unparsed"] = c["unparsed"]
+    for cell in result["cells"]:
+        name = f"{cell['set']}/{cell['system']}_vs_{cell['versus']}"
+        flat[f"{name}/win_minus_loss"] = cell["win_minus_loss"]["value"]
+        flat[f"{name}/lc_win"] = cell["lc_win"]
     for src, a in result["judge"]["agreement"].items():
-        flat[f"judge/{src}/accuracy"] = a["accuracy"]
-        flat[f"judge/{src}/position_consistency"] = a["position_consistency"]
+        for key in ("agreement", "length_baseline", "balanced_agreement", "position_consistency"):
+            flat[f"judge/{src}/{key}"] = a[key]
     for name, s in result["systems"].items():
         for k, v in s.items():
             flat[f"system/{name}/{k}"] = v
@@ -503,7 +554,7 @@ def _track(params: Params, result: dict[str, Any]) -> str | None:
     summary = Path(params.refiner.out_dir) / "summary.json"
     tags = {
         "stage": "evaluate",
-        "judge": f"{params.evaluate.judge_model} ({params.evaluate.judge_mode})",
+        "judge": judge_name(params),
         "refiner": params.evaluate.refiner or "last round",
     }
     if summary.exists() and io.read_json(summary).get("mlflow_run_id"):

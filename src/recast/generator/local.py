@@ -170,5 +170,30 @@ class LocalGenerator:
             raise GeneratorError(f"score: non-finite cross-entropy for samples {bad[:10]}")
         return scores
 
+    @torch.inference_mode()
+    def first_token_logprobs(self, prompts: list[str], options: list[str]) -> list[list[float]]:
+        """log p(option's first token | chat(prompt)) for every option, from one forward pass
+        per prompt: a Yes/No judge needs both logits at the same position, not a pass each.
+        The softmax runs in fp32 whatever the model's dtype: in bf16 two different answers
+        often got the identical P(Yes)."""
+        first = []
+        for option in options:
+            ids = self.tokenizer(option, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise GeneratorError(f"first_token_logprobs: option {option!r} has no tokens")
+            first.append(ids[0])
+        heads = self._encode(prompts)
+        index = torch.tensor(first, device=self.device)
+
+        def run(batch: list[int]) -> list[list[float]]:
+            ids, mask = self._pad([heads[i] for i in batch], left=False)
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            last = torch.tensor([len(heads[i]) - 1 for i in batch], device=self.device)
+            rows = torch.arange(len(batch), device=self.device)
+            logits = self.model.get_output_embeddings()(hidden[rows, last]).float()
+            return torch.log_softmax(logits, dim=-1)[:, index].tolist()
+
+        return self._by_length(heads, run)
+
     def close(self) -> None:
         self.model = None

@@ -1,0 +1,193 @@
+"""The judge's measurement: labelled pairs in their published schemas, the length rule and the
+length-balanced subset, the one-pass Yes/No score, the score-based judges, and the
+length-controlled win rate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from test_evaluation import CHOSEN, QUESTIONS, REJECTED, ScriptedJudge
+
+from recast.errors import RecastError
+from recast.evaluation.agreement import (
+    is_balanced,
+    longer_wins,
+    measure,
+    read_labelled_pairs,
+)
+from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
+from recast.evaluation.length_control import length_controlled_win_rate
+from recast.records import PreferencePair
+
+BPO = SAMPLES / "eval-samples" / "bpo_test.json"
+HH = SAMPLES / "hh-rlhf" / "helpful-base-test.jsonl.gz"
+
+
+def test_labelled_pairs_are_read_in_their_published_schemas() -> None:
+    bpo = read_labelled_pairs(BPO)
+    raw = json.loads(BPO.read_text())
+    assert len(bpo) == len(raw) == 20
+    assert bpo[2].prompt == raw[2]["prompt"] and bpo[2].chosen == raw[2]["good_res"]
+    assert bpo[2].rejected == raw[2]["bad_res"]
+    hh = read_labelled_pairs(HH, limit=5)
+    assert len(hh) == 5 and all(p.source == "hh_rlhf" for p in hh)
+    assert not hh[0].prompt.startswith("\n\nHuman:") and hh[0].chosen != hh[0].rejected
+
+
+def test_a_malformed_record_is_named_by_file_and_line(tmp_path: Path) -> None:
+    raw = json.loads(BPO.read_text())
+    lines = [json.dumps(raw[0]), json.dumps({**raw[1], "bad_res": ""}), json.dumps(raw[2])]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecastError, match=r"pairs\.jsonl line 2: field 'bad_res' is missing"):
+        read_labelled_pairs(path)
+    (tmp_path / "other.json").write_text(json.dumps([{"question": "q", "answer": "a"}]))
+    with pytest.raises(RecastError, match=r"other\.json record 0: not a labelled pair"):
+        read_labelled_pairs(tmp_path / "other.json")
+
+
+def pair(better_words: int, worse_words: int) -> PreferencePair:
+    """A hand-made pair whose answers are only lengths: what the length rule sees."""
+    return PreferencePair(
+        "test", "q", " ".join(["b"] * better_words), " ".join(["w"] * worse_words)
+    )
+
+
+def test_the_length_rule_and_the_balanced_subset_on_a_hand_made_case() -> None:
+    pairs = [
+        pair(100, 10),  # better much longer: the rule wins, not balanced
+        pair(10, 100),  # better shorter: the rule loses, balanced
+        pair(100, 90),  # within 20 %: balanced, the rule still picks the better one
+        pair(50, 50),  # equal: the rule cannot choose (a miss), balanced
+        pair(130, 100),  # 23 % longer: not balanced
+    ]
+    assert [longer_wins(p.chosen, p.rejected) for p in pairs] == [True, False, True, None, True]
+    assert [is_balanced(p.chosen, p.rejected) for p in pairs] == [False, True, True, True, False]
+
+    class Shorter:  # a judge that always prefers the shorter answer
+        def judge(self, questions, ours, other):
+            return RewardJudge(_Lengths(sign=-1)).judge(questions, ours, other)
+
+    m = measure(Shorter(), pairs)
+    assert m.n == 5 and m.length_baseline == pytest.approx(3 / 5)
+    assert m.balanced_n == 3 and m.balanced_length_baseline == pytest.approx(1 / 3)
+    assert m.agreement == pytest.approx(1 / 5)  # only the pair whose better answer is shorter
+    assert m.ties == pytest.approx(1 / 5) and m.agreement_non_ties == pytest.approx(1 / 4)
+    assert m.balanced_agreement == pytest.approx(1 / 3)
+    assert m.position_consistency is None  # one answer at a time: no order to flip
+
+
+class _Lengths:
+    """A 'reward model' that scores an answer by its length (sign=-1: by its shortness)."""
+
+    def __init__(self, sign: int = 1) -> None:
+        self.sign = sign
+
+    def score(self, questions: list[str], answers: list[str]) -> list[float]:
+        return [self.sign * float(len(a.split())) for a in answers]
+
+
+def test_measure_on_real_pairs_matches_the_rule_for_a_length_judge() -> None:
+    """A judge that is the length rule agrees exactly as often as the rule does."""
+    pairs = read_labelled_pairs(BPO)
+    m = measure(RewardJudge(_Lengths()), pairs)
+    assert m.agreement == m.length_baseline
+    assert m.balanced_agreement == m.balanced_length_baseline
+    assert 0 < m.balanced_n < m.n
+
+
+def test_pointwise_judge_reads_yes_and_no_from_one_pass() -> None:
+    chosen = set(CHOSEN)
+
+    class OnePass(ScriptedJudge):
+        def first_token_logprobs(self, prompts, options):
+            self.prompts += prompts
+            good = [any(c[:40] in p for c in chosen) for p in prompts]
+            return [[math.log(0.8 if g else 0.3), math.log(0.2 if g else 0.6)] for g in good]
+
+    backend = OnePass(lambda p, t: pytest.fail("the one-pass backend was scored twice"))
+    judge = PointwiseJudge(backend)
+    assert judge.p_good(QUESTIONS[:1], CHOSEN[:1])[0] == pytest.approx(0.8)
+    rows = zip(QUESTIONS, CHOSEN, REJECTED, strict=True)
+    m = measure(judge, [PreferencePair("t", q, c, r) for q, c, r in rows])
+    assert m.agreement == 1.0 and m.ties == 0.0
+
+
+def test_pointwise_judge_cuts_answers_to_its_word_budget() -> None:
+    judge = PointwiseJudge(ScriptedJudge(lambda p, t: 0.0), max_answer_words=5)
+    long = "one two three four five six seven"
+    assert "one two three four five …" in judge.prompt("q", long)
+    assert "six" not in judge.prompt("q", long)
+    assert long in PointwiseJudge(ScriptedJudge(lambda p, t: 0.0), max_answer_words=None).prompt(
+        "q", long
+    )
+
+
+def test_ensemble_standardizes_each_scorer() -> None:
+    class Fixed:
+        def __init__(self, values):
+            self.values = values
+
+        def scores(self, questions, answers):
+            return self.values
+
+    # scorer 1 prefers answer 0 by a huge margin in its units, scorer 2 prefers answer 1 by a
+    # little in its own: after z-scoring they weigh alike, so the sum is a dead heat
+    ens = EnsembleJudge([Fixed([1000.0, 0.0]), Fixed([0.0, 0.001])])
+    s = ens.scores(["q", "q"], ["a", "b"])
+    assert s[0] == pytest.approx(s[1], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_one_pass_yes_no_equals_two_passes(smollm2: str) -> None:
+    """The same P(Yes) from one forward pass as from scoring "Yes" and "No" separately."""
+    from recast.config import GeneratorParams
+    from recast.generator.local import LocalGenerator
+
+    generator = LocalGenerator(GeneratorParams(model=smollm2, batch_size=4))
+    pairs = read_labelled_pairs(BPO, limit=3)
+    questions = [p.prompt for p in pairs] * 2
+    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    one = PointwiseJudge(generator).p_good(questions, answers)
+
+    class TwoPass:  # the same backend without its one-pass method: the judge scores twice
+        score = staticmethod(generator.score)
+
+    two = PointwiseJudge(TwoPass()).p_good(questions, answers)  # type: ignore[arg-type]
+    assert np.allclose(one, two, atol=1e-5)
+    assert len(set(np.round(one, 6))) > 1  # the answers are told apart
+
+
+def test_length_controlled_win_rate_when_length_alone_explains_the_wins() -> None:
+    """Ours wins exactly when its answer is longer, and is longer half the time: the raw win
+    rate is 50 % either way, but here every win comes with +length; at equal lengths the
+    model must predict about a coin flip."""
+    rng = np.random.default_rng(0)
+    delta = rng.normal(0, 50, size=400)
+    len_other = np.full(400, 200.0)
+    len_ours = len_other + delta
+    # the judge prefers the longer answer with a probability that rises with the difference
+    p_win = 1 / (1 + np.exp(-delta / 20))
+    outcomes = ["win" if u < p else "loss" for u, p in zip(rng.random(400), p_win, strict=True)]
+    lc = length_controlled_win_rate(outcomes, len_ours, len_other)
+    assert lc == pytest.approx(50, abs=5)
+
+    # a judge swayed by length alone (in the model's own tanh form) on a system that always
+    # answers longer: raw wins soar, the LC win rate stays near 50
+    delta = np.abs(delta)
+    p_win = 1 / (1 + np.exp(-3 * np.tanh(delta / delta.std())))
+    outcomes = ["win" if u < p else "loss" for u, p in zip(rng.random(400), p_win, strict=True)]
+    raw = 100 * outcomes.count("win") / len(outcomes)
+    lc = length_controlled_win_rate(outcomes, len_other + delta, len_other)
+    assert raw > 80
+    assert lc == pytest.approx(50, abs=12)
+
+    # a system that wins regardless of length keeps its high LC win rate
+    outcomes = ["win" if u < 0.8 else "loss" for u in rng.random(400)]
+    lc = length_controlled_win_rate(outcomes, len_other + delta, len_other)
+    assert lc == pytest.approx(80, abs=6)
