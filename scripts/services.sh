@@ -4,16 +4,20 @@
 #   (UI + registry) over the project's sqlite:///mlruns.db and ./mlartifacts.
 #
 #   scripts/services.sh start | stop | status
+#   scripts/services.sh serve-start | serve-stop   (`recast serve`, the refiner as an OpenAI proxy)
 #
 # Process ids, logs and the Prefect home live in $RECAST_SERVICES_DIR (default .services/);
 # `source .services/env` points the prefect CLI and recast at these servers.
 # Ports and pool: RECAST_PREFECT_PORT (4200), RECAST_MLFLOW_PORT (5000), RECAST_POOL (recast-cpu).
+# recast serve: RECAST_SERVE_PORT (8100), RECAST_SERVE_UPSTREAM (local, or e.g.
+# http://127.0.0.1:8000/v1), RECAST_SERVE_CHECKPOINT (default: the registry's champion).
 set -euo pipefail
 
 DIR=$(mkdir -p "${RECAST_SERVICES_DIR:-.services}" && cd "${RECAST_SERVICES_DIR:-.services}" && pwd)
 PREFECT_PORT=${RECAST_PREFECT_PORT:-4200}
 MLFLOW_PORT=${RECAST_MLFLOW_PORT:-5000}
 POOL=${RECAST_POOL:-recast-cpu}
+SERVE_PORT=${RECAST_SERVE_PORT:-8100}
 BIN=$(dirname "$(command -v prefect || echo .venv/bin/prefect)")
 
 export PREFECT_HOME="$DIR/prefect" PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
@@ -67,8 +71,18 @@ ENV
   echo "then:       source $DIR/env"
 }
 
+serve_start() {
+  local args=(serve --host 127.0.0.1 --port "$SERVE_PORT")
+  args+=(--upstream "${RECAST_SERVE_UPSTREAM:-local}")
+  [[ -n ${RECAST_SERVE_CHECKPOINT:-} ]] && args+=(--checkpoint "$RECAST_SERVE_CHECKPOINT")
+  launch recast-serve "$BIN/recast" "${args[@]}"
+  wait_healthy recast-serve "http://127.0.0.1:$SERVE_PORT/healthz" 300  # loads the refiner
+  echo "recast serve http://127.0.0.1:$SERVE_PORT/v1"
+  echo "reload the refiner: kill -HUP $(cat "$DIR/recast-serve.pid")"
+}
+
 stop() {
-  for name in prefect-worker mlflow-server prefect-server; do
+  for name in ${STOP_ONLY:-recast-serve prefect-worker mlflow-server prefect-server}; do
     local pidfile="$DIR/$name.pid"
     [[ -f $pidfile ]] || continue
     local pid; pid=$(cat "$pidfile")
@@ -83,7 +97,7 @@ stop() {
 }
 
 status() {
-  for name in prefect-server prefect-worker mlflow-server; do
+  for name in prefect-server prefect-worker mlflow-server recast-serve; do
     if [[ -f "$DIR/$name.pid" ]] && kill -0 "$(cat "$DIR/$name.pid")" 2>/dev/null; then
       echo "$name: running (pid $(cat "$DIR/$name.pid"))"
     else
@@ -96,5 +110,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  serve-start) serve_start ;;
+  serve-stop) STOP_ONLY=recast-serve stop ;;
+  *) echo "usage: $0 start|stop|status|serve-start|serve-stop" >&2; exit 2 ;;
 esac

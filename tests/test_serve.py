@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +26,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -427,16 +431,27 @@ def test_full_queue_answers_503(upstream: tuple[str, Seen]) -> None:
     refiner = ScriptedRefiner(hold=hold)
     with proxy(upstream[0], refiner, max_batch=1, max_queue=2, batch_window_ms=0) as client:
 
+        async def until(ready: Callable[[], bool]) -> None:
+            for _ in range(600):
+                if ready():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("the proxy never reached the state the test waits for")
+
         async def scenario() -> list[Any]:
-            task = asyncio.ensure_future(_concurrently(str(client.base_url), 3))
-            await asyncio.sleep(1.0)  # one in the refiner, two waiting: the queue is full
+            url = str(client.base_url)
+            # One query in the refiner (held), then two waiting: the queue is full.
+            first = asyncio.ensure_future(_concurrently(url, 1))
+            await until(lambda: refiner.batches == [1])
+            waiting = asyncio.ensure_future(_concurrently(url, 2))
+            await until(lambda: httpx.get(f"{root(client)}/healthz").json()["queue"] == 2)
             async with openai.AsyncOpenAI(
-                base_url=str(client.base_url), api_key="k", max_retries=0, timeout=30
+                base_url=url, api_key="k", max_retries=0, timeout=30
             ) as c:
                 with pytest.raises(openai.APIStatusError) as error:
                     await c.chat.completions.create(model="ok", messages=ask(QUERIES[1]))
             hold.set()
-            return [error.value, *(await task)]
+            return [error.value, *(await first), *(await waiting)]
 
         refused, *served = asyncio.run(scenario())
     assert refused.status_code == 503
@@ -505,3 +520,128 @@ def test_alias_version_reads_the_registry(tmp_path: Path) -> None:
     client.set_registered_model_alias("recast-refiner", "champion", "2")
     assert alias_version("models:/recast-refiner@champion") == "2"
     assert alias_version(str(tmp_path)) is None
+
+
+# -- real weights: a tiny refiner through the real refine path, the local generator ---------------
+
+
+def local_params(refiner: str, generator: str, **serve: Any) -> Any:
+    from recast.config import load_params
+
+    p = load_params(None)
+    p.serve = ServeParams(upstream="local", checkpoint=refiner, **serve)
+    p.generator.model = generator
+    p.sampling.max_new_tokens = 16
+    p.refiner.max_refined_tokens = 16
+    p.refiner.check_encoder = None  # the lexical check: no MiniLM load in these tests
+    return p
+
+
+def ask_three(client: openai.OpenAI) -> list[tuple[Any, Any]]:
+    """Three real queries, the second one streamed: (headers, answer text, recast body)."""
+    out = []
+    for i, x in enumerate(QUERIES[:3]):
+        stream = i == 1
+        with client.chat.completions.with_streaming_response.create(
+            model="local", messages=ask(x), stream=stream,
+            extra_headers={"x-recast-return-refined": "1"},
+        ) as response:  # fmt: skip
+            parsed = response.parse()
+            if stream:
+                chunks = list(parsed)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                recast = chunks[0].model_extra["recast"]
+            else:
+                text, recast = parsed.choices[0].message.content, parsed.model_extra["recast"]
+        out.append((response.headers, text, recast))
+    return out
+
+
+def check_outcomes(results: list[tuple[Any, Any]]) -> None:
+    from recast.refiner.check import HARMFUL
+
+    for (headers, text, recast), x in zip(results, QUERIES, strict=False):
+        assert isinstance(text, str) and text.strip()  # an answer arrived
+        assert recast["x"] == x
+        assert headers["x-recast-verdict"] == recast["verdict"]
+        fallback = recast["verdict"] in HARMFUL or not recast["x_prime"].strip()
+        assert (
+            headers["x-recast-fallback"] == str(fallback).lower() == str(recast["fallback"]).lower()
+        )
+        assert recast["sent"] == (x if fallback else recast["x_prime"])
+        assert headers["x-recast-refined"] == str(recast["sent"] != x).lower()
+
+
+def test_tiny_refiner_and_tiny_local_generator_end_to_end(tiny_lm: str) -> None:
+    from recast.serve.run import build
+
+    app = build(local_params(tiny_lm, tiny_lm))
+    with serve_in_thread(app) as url:
+        client = openai.OpenAI(base_url=url, api_key="k", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list()] == [tiny_lm]
+        check_outcomes(ask_three(client))
+        health = httpx.get(f"{root(client)}/healthz", timeout=10).json()
+    assert health["refiner"] == tiny_lm and health["upstream"] == f"local:{tiny_lm}"
+
+
+@pytest.mark.slow
+def test_tiny_refiner_in_front_of_smollm2(tiny_lm: str, smollm2: str) -> None:
+    from recast.serve.run import build
+
+    app = build(local_params(tiny_lm, smollm2))
+    with serve_in_thread(app) as url:
+        client = openai.OpenAI(base_url=url, api_key="k", max_retries=0, timeout=300)
+        check_outcomes(ask_three(client))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_services_entry_serves_reloads_on_sighup_and_stops(
+    upstream: tuple[str, Seen], tiny_lm: str, minilm: str, tmp_path: Path
+) -> None:
+    """scripts/services.sh serve-start runs `recast serve` by pid; SIGHUP reloads the refiner
+    while it keeps answering; serve-stop ends it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "RECAST_SERVICES_DIR": str(tmp_path),
+        "RECAST_SERVE_PORT": str(port),
+        "RECAST_SERVE_UPSTREAM": upstream[0],
+        "RECAST_SERVE_CHECKPOINT": tiny_lm,
+    }
+    script = [str(ROOT / "scripts" / "services.sh")]
+    started = subprocess.run(
+        [*script, "serve-start"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    pid = int((tmp_path / "recast-serve.pid").read_text())
+    try:
+        assert started.returncode == 0, started.stderr + (tmp_path / "recast-serve.log").read_text()
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0, timeout=120
+        )
+        first = client.chat.completions.with_raw_response.create(
+            model="ok", messages=ask(QUERIES[5])
+        )
+        assert first.headers["x-recast-refiner"] == tiny_lm
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{root(client)}/healthz", timeout=10).json()["reloads"] < 1:
+            # answered all along, by the old refiner and then the new one
+            raw = client.chat.completions.with_raw_response.create(
+                model="ok", messages=ask(QUERIES[6])
+            )
+            assert raw.http_response.status_code == 200
+            assert time.monotonic() < deadline, "no reload within 120 s of SIGHUP"
+        assert "refiner reloaded" in (tmp_path / "recast-serve.log").read_text()
+    finally:
+        stopped = subprocess.run(
+            [*script, "serve-stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert f"stopped recast-serve (pid {pid})" in stopped.stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

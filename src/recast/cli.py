@@ -682,6 +682,36 @@ def _load_refiner(p: Params, checkpoint: str | None) -> Any:
         ) from e
 
 
+@app.command("serve")
+@reports_errors
+def serve(
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="The LLM's OpenAI-compatible base URL (http://127.0.0.1:8000/v1), or 'local' "
+            "for the generator in-process; default: serve.upstream."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="A refiner folder or registry URI; default: the registry's champion."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Default: serve.host (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: serve.port (8100).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """An OpenAI-compatible proxy: refine the last user message, forward it to the upstream."""
+    import dataclasses
+
+    from recast.serve.run import serve as run_serve
+
+    p = _params(params, set_)
+    given = {"upstream": upstream, "checkpoint": checkpoint, "host": host, "port": port}
+    p.serve = dataclasses.replace(p.serve, **{k: v for k, v in given.items() if v is not None})
+    run_serve(p)
+
+
 def main() -> None:  # pragma: no cover - entry point for `python -m recast.cli`
     app(prog_name="recast")
 

@@ -457,9 +457,8 @@ class ServeParams:
     reload_interval_s: float = 60.0
     """How often the registry alias is checked for a new champion (0: only on SIGHUP)."""
     return_refined: bool = False
-    """Add {x, x', verdict} to every response (per request: header x-recast-return-refined: 1)."""
-    guard: bool = True
-    """Check each rewrite; a harmful verdict sends x unchanged (recast.refiner.check)."""
+    """Add {x, x', verdict} to every response (per request: header x-recast-return-refined: 1).
+    The guard and the length of x' are the refiner section's (guard, max_refined_tokens)."""
 
 
 @dataclass

@@ -124,11 +124,21 @@ class Champion:
             self._reload_lock.release()
 
 
-def default_refine(max_new_tokens: int, guard: bool, batch_size: int) -> Callable[..., Any]:
-    """The one refine path (recast.refiner.refine): x' per query and the guard's verdict."""
+def default_refine(
+    max_new_tokens: int, guard: bool, check_encoder: str | None, batch_size: int
+) -> Callable[[Any, list[str]], Sequence[RefinedLike]]:
+    """The one refine path (recast.refiner.refine): x' per query, the check's verdict, and with
+    `guard` the fallback to x."""
     from recast.refiner.refine import refine
 
     def refine_with(refiner: Any, xs: list[str]) -> Sequence[RefinedLike]:
-        return refine(refiner, xs, max_new_tokens, guard=guard, batch_size=batch_size)
+        return refine(
+            refiner,
+            xs,
+            max_new_tokens,
+            guard=guard,
+            batch_size=batch_size,
+            check_encoder=check_encoder,
+        )
 
     return refine_with

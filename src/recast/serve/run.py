@@ -37,7 +37,10 @@ def make_champion(p: Params) -> Champion:
     def load(label: str) -> Any:
         return Refiner.load(label, p.refiner.dtype, p.refiner.device)
 
-    refine_with = default_refine(p.refiner.max_refined_tokens, p.serve.guard, p.serve.max_batch)
+    rp = p.refiner
+    refine_with = default_refine(
+        rp.max_refined_tokens, rp.guard, rp.check_encoder, batch_size=p.serve.max_batch
+    )
     return Champion(spec, load, refine_with)
 
 
