@@ -87,11 +87,16 @@ def test_champion_moves_only_when_the_challenger_wins(registry: Params, tiny_lm:
 
 
 def test_real_gate_scores_both_refiners_and_refine_loads_the_champion(
-    registry: Params, tiny_lm: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+    registry: Params, tiny_lm: str, minilm: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from recast.models.load import resolve
+
+    # the rewrite guard's encoder by its folder: the packaged cache is redirected next
+    encoder = resolve(minilm).path
+    registry.refiner.check_encoder = encoder
     monkeypatch.setenv("RECAST_CACHE", str(in_tmp / "cache"))  # registry downloads land here
     register(registry, tiny_lm)
-    first = promote(registry)  # the real gate: F at ξ = 0 on the dev split under the generator
+    first = promote(registry)  # the real gate: F of the unbiased refiner on the dev split
     assert first["promoted"] and first["challenger_score"] > 0
     register(registry, tiny_lm)  # the same weights again: no gain, the champion stays
     second = promote(registry)
@@ -108,6 +113,8 @@ def test_real_gate_scores_both_refiners_and_refine_loads_the_champion(
             f"tracking.uri={uri}",
             "--set",
             "refiner.max_refined_tokens=6",
+            "--set",
+            f"refiner.check_encoder={encoder}",
         ],
     )
     assert result.exit_code == 0, result.output
