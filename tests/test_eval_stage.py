@@ -132,8 +132,13 @@ def test_score_judges_always_give_a_verdict(
     assert hh["position_consistency"] is None  # one answer at a time: no order to flip
     rule = [longer_wins(p.chosen, p.rejected) for p in labelled_pairs(params)["hh_rlhf"]]
     assert hh["length_baseline"] == pytest.approx(sum(r is True for r in rule) / len(rule))
+    ours = result["rewrites"]["ours"]["all"]  # the tiny random refiner: verdicts of its x'
+    assert ours["n"] == 8 and set(result["rewrites"]) == {"ours"}  # org sends x: no verdicts
+    assert ours["rewrite"] + ours["copy"] + ours["harmful"] == pytest.approx(1.0)
+    assert ours["fallback"] == pytest.approx(ours["harmful"])  # refiner.guard is on
     report = (in_tmp / report_stage(params)["report"]).read_text()
     assert "longer answer wins" in report and "win − loss" in report
+    assert "fell back" in report
 
 
 def test_eval_without_a_reward_model_says_what_to_run(eval_overrides: list[str]) -> None:

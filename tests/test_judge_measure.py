@@ -191,3 +191,29 @@ def test_length_controlled_win_rate_when_length_alone_explains_the_wins() -> Non
     outcomes = ["win" if u < 0.8 else "loss" for u in rng.random(400)]
     lc = length_controlled_win_rate(outcomes, len_other + delta, len_other)
     assert lc == pytest.approx(80, abs=6)
+
+
+@pytest.mark.slow
+def test_length_nuisance_absorbs_length_and_stays_out_of_the_score(minilm: str) -> None:
+    """On Alpaca-GPT4 pairs (the GPT-4 answer is the longer one in most), β·log(1 + |y|) takes
+    a positive weight during training; `score` is the encoder's reward alone."""
+    import torch
+
+    from recast.data import alpaca_gpt4
+    from recast.data.raw import read_records
+    from recast.evaluation.reward import RewardModel, train_reward
+
+    path = SAMPLES / "alpaca-gpt4" / "comparison_gpt4_data_en.json"
+    pairs = [p for p in alpaca_gpt4.to_pairs(read_records(path)) if isinstance(p, PreferencePair)]
+    pairs = pairs[:48]
+    longer = sum(len(p.chosen.split()) > len(p.rejected.split()) for p in pairs) / len(pairs)
+    assert longer > 0.7  # the premise: in this data the preferred answer is mostly the longer
+    model = RewardModel.from_encoder(minilm, max_length=32, length_nuisance=True)
+    train_reward(model, pairs, epochs=2, lr=1e-4, batch_size=8)
+    assert float(model.beta) > 0.05
+    questions, answers = [p.prompt for p in pairs[:4]], [p.chosen for p in pairs[:4]]
+    with torch.no_grad():
+        encoder_only = model(questions, answers).tolist()
+    assert model.score(questions, answers) == pytest.approx(encoder_only, abs=1e-5)
+    plain = RewardModel.from_encoder(minilm, max_length=32)
+    assert not plain.beta.requires_grad and float(plain.beta) == 0.0

@@ -249,6 +249,9 @@ class RewardParams:
     batch_size: int = 16
     max_length: int = 256
     """Tokens of question + answer the encoder reads."""
+    length_nuisance: bool = False
+    """Fit β·log(1 + answer words) beside the reward during training and drop it when scoring,
+    so the reward does not learn "longer is better" (see evaluation/reward.py)."""
     seed: int = 0
     out_dir: str = "runs/reward"
 

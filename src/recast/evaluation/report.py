@@ -49,6 +49,16 @@ def _percent(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
+def _shares(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "–"
+    fell = "" if r["fallback"] is None else f", fell back {100 * r['fallback']:.0f}%"
+    return (
+        f"rewrite {100 * r['rewrite']:.0f}%, copy {100 * r['copy']:.0f}%, "
+        f"harmful {100 * r['harmful']:.0f}%{fell} (n={r['n']})"
+    )
+
+
 def judge_line(result: dict[str, Any]) -> str:
     """The judge's measured trust in one sentence, printed beside every table."""
     judge = result["judge"].get("name") or f"{result['judge']['model']} ({result['judge']['mode']})"
@@ -131,6 +141,16 @@ def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str],
                 "pairs",
             ],
             trust,
+        ),
+        (
+            "What each rewriting system sent: the rewrite check's verdict on x' before the "
+            "guard (rewrite = the same request said differently, harmful = answers, drift or "
+            "degenerate) and the share the guard sent as x instead",
+            ["system", *sets],
+            [
+                [NAMES.get(n, n), *(_shares(by_set.get(s)) for s in sets)]
+                for n, by_set in result.get("rewrites", {}).items()
+            ],
         ),
         (
             "Reward (Bradley-Terry reward model) and generator cost per system",
@@ -216,8 +236,7 @@ def report_stage(params: Params) -> dict[str, Any]:
         "# recast evaluation",
         "",
         f"Prompts per set ({sizes}); every system is answered by the generator "
-        f"`{params.generator.model}`. Empty refinements (x' fell back to x): "
-        f"{result['empty_refinements']}.",
+        f"`{params.generator.model}`.",
     ]
     if reward:
         intro.append(

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from recast.evaluation.bon import best_of_n
 from recast.evaluation.bootstrap import bootstrap_ci, rates, win_minus_loss
 from recast.evaluation.bpo import optimize
 from recast.evaluation.judge import (
+    CalibratedPairwiseJudge,
     EnsembleJudge,
     Judged,
     PairwiseJudge,
@@ -36,7 +38,12 @@ from recast.evaluation.judge import (
     RewardJudge,
 )
 from recast.evaluation.length_control import length_controlled_win_rate
-from recast.evaluation.reward import RewardModel, pairwise_accuracy, train_reward
+from recast.evaluation.reward import (
+    RewardModel,
+    pairwise_accuracy,
+    prefers_longer,
+    train_reward,
+)
 from recast.evaluation.sr import speculative_rejection
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
@@ -62,16 +69,22 @@ def reward_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
     train, dev = load_split(params, "train"), load_split(params, "dev")
     train = train[: rp.train_size] if rp.train_size else train
     log(f"reward model: {rp.encoder} + scalar head on {len(train)} pairs")
-    model = RewardModel.from_encoder(rp.encoder, rp.max_length)
+    model = RewardModel.from_encoder(rp.encoder, rp.max_length, rp.length_nuisance)
+    start = time.perf_counter()
     losses = train_reward(model, train, rp.epochs, rp.lr, rp.batch_size, rp.seed)
+    seconds = time.perf_counter() - start
     out = Path(rp.out_dir)
     model.save(out / "model")
     metrics = {
         "train_pairs": len(train),
         "dev_pairs": len(dev),
         "final_loss": float(np.mean(losses[-10:])),
+        "steps": len(losses),
+        "seconds_per_100_steps": 100 * seconds / max(len(losses), 1),
+        "length_coef": float(model.beta),
         "train_accuracy": pairwise_accuracy(model, train[:256]),
         "dev_accuracy": pairwise_accuracy(model, dev),
+        "dev_prefers_longer": prefers_longer(model, dev),
     }
     io.write_json(out / "losses.json", losses)
     io.write_json(METRICS_DIR / "reward.json", metrics)
@@ -112,6 +125,8 @@ class Answers:
     """What the generator was asked (x' for "ours"), where it differs from the query."""
     fallbacks: int | None = None
     """Queries the rewrite guard sent as x instead of x' (refiner systems only)."""
+    verdicts: list[str] | None = None
+    """The rewrite check's verdict on each x' before any guard (systems that rewrite x)."""
 
 
 ABLATIONS = {"no_cmaes": "no-cmaes", "omega_0": "omega-0"}
@@ -147,6 +162,45 @@ def _refined(params: Params, questions: list[str], spec: str) -> list[Refined]:
     )
 
 
+def _verdicts(params: Params, xs: list[str], x_primes: list[str]) -> list[str]:
+    """The rewrite check on a baseline's x' (BPO, Align-Pro), which no guard protects."""
+    from recast.refiner.check import check_many, encoder
+
+    spec = params.refiner.check_encoder
+    return [c.verdict for c in check_many(xs, x_primes, encoder=encoder(spec) if spec else None)]
+
+
+def rewrite_shares(verdicts: list[str], fallbacks: int | None) -> dict[str, float | int | None]:
+    """What a system sent instead of x: shares of rewrite (not a copy), copy and harmful x'
+    (answers, drift, degenerate) before the guard, and the guard's fallback rate after it."""
+    n = len(verdicts)
+    harmful = sum(v in ("answers", "drift", "degenerate") for v in verdicts)
+    return {
+        "n": n,
+        "rewrite": sum(v == "rewrite" for v in verdicts) / n,
+        "copy": sum(v == "copy" for v in verdicts) / n,
+        "harmful": harmful / n,
+        "fallback": None if fallbacks is None else fallbacks / n,
+    }
+
+
+def _rewrites(per_set: list[SetResult], systems: list[str]) -> dict[str, dict[str, Any]]:
+    """rewrite_shares per system that rewrites x, per set and over all sets."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in systems:
+        answered = [r.systems[name] for r in per_set]
+        if not all(a.verdicts for a in answered):
+            continue
+        out[name] = {r.set: rewrite_shares(a.verdicts or [], a.fallbacks)
+                     for r, a in zip(per_set, answered, strict=True)}  # fmt: skip
+        fell = [a.fallbacks for a in answered]
+        out[name]["all"] = rewrite_shares(
+            [v for a in answered for v in a.verdicts or []],
+            None if None in fell else sum(f or 0 for f in fell),
+        )
+    return out
+
+
 def _system(
     name: str,
     params: Params,
@@ -168,11 +222,14 @@ def _system(
         sent = [r.sent for r in refined]
         answers = generator.generate(sent, greedy)
         fell = sum(r.fallback for r in refined)
-        return Answers(name, answers, len(questions), sum(map(count, answers)), sent, fell)
+        verdicts = [r.verdict for r in refined]
+        n, tokens = len(questions), sum(map(count, answers))
+        return Answers(name, answers, n, tokens, sent, fell, verdicts)
     if name == "bpo":
         sent = optimize(params, questions)
         answers = generator.generate(sent, greedy)
-        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+        n, tokens = len(questions), sum(map(count, answers))
+        return Answers(name, answers, n, tokens, sent, None, _verdicts(params, questions, sent))
     if name == "alignpro":  # the Align-Pro prompter's x', sampled as in its paper
         from recast.alignpro import rewrite
 
@@ -181,7 +238,8 @@ def _system(
             raise RecastError(f"no Align-Pro prompter at {path}: run `recast prompter` first")
         sent = rewrite(params, str(path), questions)
         answers = generator.generate(sent, greedy)
-        return Answers(name, answers, len(questions), sum(map(count, answers)), sent)
+        n, tokens = len(questions), sum(map(count, answers))
+        return Answers(name, answers, n, tokens, sent, None, _verdicts(params, questions, sent))
     if name == "dpo":  # the white-box baseline: a DPO-tuned copy of the generator, locally
         path = Path(params.dpo.out_dir) / "model"
         if not (path / "config.json").exists():
@@ -248,16 +306,18 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-JudgeType = PairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
-JUDGE_MODES = ("pointwise", "pairwise", "reward", "ensemble")
+JudgeType = PairwiseJudge | CalibratedPairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
+JUDGE_MODES = ("pointwise", "pairwise", "pairwise_calibrated", "reward", "ensemble")
 
 
 @contextlib.contextmanager
 def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[JudgeType]:
     """The judge evaluate.judge_mode names; its LLM backend (if any) is closed on the way out.
 
-    pointwise: the judge LLM's P(Yes) per answer; pairwise: Appendix C's prompt in both orders;
-    reward: the Bradley-Terry reward model; ensemble: the mean z-score of reward and P(Yes)."""
+    pointwise: the judge LLM's P(Yes) per answer; pairwise: Appendix C's prompt in both orders,
+    the verdict read from text; pairwise_calibrated: the same pair, the verdict read from the A/B
+    logits with the position prior removed; reward: the Bradley-Terry reward model; ensemble:
+    the mean z-score of reward and P(Yes)."""
     ev = params.evaluate
     if ev.judge_mode not in JUDGE_MODES:
         raise RecastError(
@@ -279,6 +339,9 @@ def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[Ju
     try:
         if ev.judge_mode == "pairwise":
             yield PairwiseJudge(backend, ev.judge_max_new_tokens)
+            return
+        if ev.judge_mode == "pairwise_calibrated":
+            yield CalibratedPairwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
             return
         pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
         if ev.judge_mode == "pointwise":
@@ -514,11 +577,7 @@ def evaluate_stage(
             }
             for name in ev.systems
         },
-        "empty_refinements": sum(
-            s == p.prompt
-            for r in per_set
-            for s, p in zip(r.systems["ours"].sent or [], r.prompts, strict=False)
-        ),
+        "rewrites": _rewrites(per_set, ev.systems),
     }
     result["mlflow_run_id"] = _track(params, result)
     io.write_json(Path(ev.out_dir) / "results.json", result)
@@ -541,6 +600,9 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     for src, a in result["judge"]["agreement"].items():
         for key in ("agreement", "length_baseline", "balanced_agreement", "position_consistency"):
             flat[f"judge/{src}/{key}"] = a[key]
+    for name, by_set in result.get("rewrites", {}).items():
+        for key in ("rewrite", "copy", "harmful", "fallback"):
+            flat[f"rewrites/{name}/{key}"] = by_set["all"][key]
     for name, s in result["systems"].items():
         for k, v in s.items():
             flat[f"system/{name}/{k}"] = v
