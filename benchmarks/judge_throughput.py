@@ -24,6 +24,13 @@ from recast.generator import make_generator
 BPO = Path("src/recast/data/samples/eval-samples/bpo_test.json")
 
 
+class Before(PointwiseJudge):
+    """The pointwise judge as it was: its tie margin applied to P(Yes), not to log-odds."""
+
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
+        return self.p_good(questions, answers)
+
+
 class TwoPasses:
     """The judge backend without its one-pass method: P(Yes) costs two `score` passes."""
 
@@ -47,7 +54,7 @@ def main() -> None:
     )
     backend = make_generator(spec)
     judges = {
-        "before (2 passes, whole answers, margin 0.05)": PointwiseJudge(
+        "before (2 passes, whole answers, margin 0.05)": Before(
             TwoPasses(backend),  # type: ignore[arg-type]
             tie_margin=0.05,
             max_answer_words=None,

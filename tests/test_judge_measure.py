@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 from test_evaluation import CHOSEN, QUESTIONS, REJECTED, ScriptedJudge
+from test_generator_http import echo_reply, make_server, params  # noqa: F401 (a fixture)
 
 from recast.errors import RecastError
 from recast.evaluation.agreement import (
@@ -217,3 +218,30 @@ def test_length_nuisance_absorbs_length_and_stays_out_of_the_score(minilm: str) 
     assert model.score(questions, answers) == pytest.approx(encoder_only, abs=1e-5)
     plain = RewardModel.from_encoder(minilm, max_length=32)
     assert not plain.beta.requires_grad and float(plain.beta) == 0.0
+
+
+def test_a_large_judge_behind_http_is_measured_like_a_local_one(make_server) -> None:  # noqa: F811
+    """The pointwise judge on the http backend (a large model behind vLLM or an API): P(Yes) by
+    scoring "Yes" and "No" through /completions echo, against a local fake server that plays a
+    judge preferring the labelled better answer of real BPO-test pairs."""
+    from recast.generator.http import HttpGenerator
+
+    pairs = read_labelled_pairs(BPO, limit=6)
+    better = [p.chosen[:60] for p in pairs]
+
+    def judge_server(path: str, body: dict) -> tuple[int, str]:
+        text = body["prompt"]
+        if text.endswith("Yes"):
+            head, target = text[:-3], "Yes"
+        else:
+            head, target = text[:-2], "No"
+        good = any(b in head for b in better)
+        lp = math.log(0.9 if (target == "Yes") == good else 0.1)
+        return 200, echo_reply([head, target], [None, lp])
+
+    server = make_server(judge_server)
+    with HttpGenerator(params([server.url])) as backend:
+        m = measure(PointwiseJudge(backend), pairs)
+    assert m.agreement == 1.0 and m.ties == 0.0 and m.n == 6
+    assert len(server.requests) == 2 * 2 * 6  # Yes and No, for both answers of each pair
+    assert all(path == "/v1/completions" for path, _, _ in server.requests)

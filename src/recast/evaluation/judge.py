@@ -183,9 +183,9 @@ class CalibratedPairwiseJudge:
 
 class PointwiseJudge:
     """P(Yes) that an answer is good, read from the judge's next-token distribution:
-    p = p(Yes) / (p(Yes) + p(No)) after the POINTWISE prompt. "ours" wins when its p exceeds the
-    other's by more than `tie_margin` (0: any difference decides; measured on labels, a margin
-    of 0.05 turned half of all pairs into ties).
+    p = p(Yes) / (p(Yes) + p(No)) after the POINTWISE prompt. "ours" wins when its log-odds
+    log p(Yes) − log p(No) exceed the other's by more than `tie_margin` (0: any difference
+    decides; measured on labels, a margin of 0.05 on p turned half of all pairs into ties).
 
     Answers are cut to `max_answer_words` first: the judge then reads the same budget of every
     answer, which caps its cost and how much sheer length can sway it."""
@@ -200,7 +200,10 @@ class PointwiseJudge:
     def prompt(self, question: str, answer: str) -> str:
         return POINTWISE.format(question=question, answer=cut(answer, self.max_answer_words))
 
-    def p_good(self, questions: list[str], answers: list[str]) -> list[float]:
+    def log_odds(self, questions: list[str], answers: list[str]) -> list[float]:
+        """log p(Yes) − log p(No) per answer: P(Yes)'s order without its saturation (two
+        answers the judge both likes get P(Yes) of 0.99999 and 0.999999, which a margin or a
+        z-score can no longer tell apart)."""
         prompts = [self.prompt(q, a) for q, a in zip(questions, answers, strict=True)]
         todo = sorted(set(prompts) - set(self.cache))
         if todo:
@@ -211,11 +214,15 @@ class PointwiseJudge:
                 ce = self.generator.score(todo * 2, ["Yes"] * len(todo) + ["No"] * len(todo))
                 yes, no = tuple(-c for c in ce[: len(todo)]), tuple(-c for c in ce[len(todo) :])
             for prompt, lp_yes, lp_no in zip(todo, yes, no, strict=True):
-                self.cache[prompt] = 1.0 / (1.0 + math.exp(lp_no - lp_yes))
+                self.cache[prompt] = lp_yes - lp_no
         return [self.cache[p] for p in prompts]
 
+    def p_good(self, questions: list[str], answers: list[str]) -> list[float]:
+        """P(Yes) / (P(Yes) + P(No)) per answer."""
+        return [1.0 / (1.0 + math.exp(-d)) for d in self.log_odds(questions, answers)]
+
     def scores(self, questions: list[str], answers: list[str]) -> list[float]:
-        return self.p_good(questions, answers)
+        return self.log_odds(questions, answers)
 
     def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
         return judge_by_scores(self, questions, ours, other, self.tie_margin)

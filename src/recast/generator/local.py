@@ -174,8 +174,11 @@ class LocalGenerator:
     def first_token_logprobs(self, prompts: list[str], options: list[str]) -> list[list[float]]:
         """log p(option's first token | chat(prompt)) for every option, from one forward pass
         per prompt: a Yes/No judge needs both logits at the same position, not a pass each.
-        The softmax runs in fp32 whatever the model's dtype: in bf16 two different answers
-        often got the identical P(Yes)."""
+
+        The options' logits are projected in fp32 whatever the model's dtype: a bf16 logit of
+        about 20 is only resolved to 0.125, and two different answers then got the identical
+        P(Yes). Only the normalizer (logsumexp over the vocabulary) comes from the model's own
+        dtype, and it cancels in any difference of two options' log-probabilities."""
         first = []
         for option in options:
             ids = self.tokenizer(option, add_special_tokens=False)["input_ids"]
@@ -189,9 +192,13 @@ class LocalGenerator:
             ids, mask = self._pad([heads[i] for i in batch], left=False)
             hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
             last = torch.tensor([len(heads[i]) - 1 for i in batch], device=self.device)
-            rows = torch.arange(len(batch), device=self.device)
-            logits = self.model.get_output_embeddings()(hidden[rows, last]).float()
-            return torch.log_softmax(logits, dim=-1)[:, index].tolist()
+            h = hidden[torch.arange(len(batch), device=self.device), last]
+            head = self.model.get_output_embeddings()
+            norm = torch.logsumexp(head(h).float(), dim=-1, keepdim=True)
+            chosen = h.float() @ head.weight[index].float().T  # the options' logits in fp32
+            if head.bias is not None:
+                chosen = chosen + head.bias[index].float()
+            return (chosen - norm).tolist()
 
         return self._by_length(heads, run)
 
