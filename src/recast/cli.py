@@ -673,7 +673,7 @@ def _load_refiner(p: Params, checkpoint: str | None) -> Any:
     use(p)  # a models:/ URI is looked up in this tracking server's registry
     try:
         with console.status(f"loading refiner {spec}"):
-            return Refiner.load(spec, p.refiner.dtype, p.refiner.device)
+            return Refiner.from_params(spec, p.refiner)
     except RecastError as e:
         raise RecastError(
             f"no refiner at {spec}: {e}. --checkpoint takes a refiner folder (such as "

@@ -188,6 +188,17 @@ class RefinerParams:
     check_encoder: str | None = "minilm-l6"
     """Sentence encoder for the check's x-x' cosine, loaded once per process (None: the lexical
     check alone, which misses a few more drifts)."""
+    decoding: str = "query"
+    """How x' is decoded: 'query' stops at the end of the query (end of turn or a blank line),
+    caps x' at max(decode_min_tokens, decode_length_factor·|x|) tokens and bans repeated
+    decode_no_repeat_ngram-grams; 'paper' decodes until EOS or max_refined_tokens (Table 5).
+    See docs/method.md, "Decoding x' to the end of the query"."""
+    decode_length_factor: float | None = 3.0
+    """'query' decoding: x' gets at most this many times x's tokens (None: max_refined_tokens)."""
+    decode_min_tokens: int = 16
+    """'query' decoding: the length cap's floor (a short query may still gain a clause)."""
+    decode_no_repeat_ngram: int = 4
+    """'query' decoding: no token n-gram of x' twice (0: off)."""
 
 
 @dataclass
@@ -586,6 +597,9 @@ RANGES: dict[str, Range] = {
     "refiner.train_size": COUNT,
     "refiner.lora_r": COUNT,
     "refiner.seed": NON_NEGATIVE,
+    "refiner.decode_length_factor": POSITIVE,
+    "refiner.decode_min_tokens": COUNT,
+    "refiner.decode_no_repeat_ngram": NON_NEGATIVE,
     "cmaes.d_z": COUNT,
     "cmaes.iterations": COUNT,
     "cmaes.popsize": Range(2),  # CMA-ES recombines the best half: at least two candidates
@@ -647,6 +661,7 @@ RANGES: dict[str, Range] = {
 }
 """Range of every numeric key that has one (None, where a key allows it, is always fine)."""
 POPSIZE_RULES = ("paper", "pycma")
+DECODING_RULES = ("paper", "query")
 
 
 def check_ranges(params: Params) -> None:
@@ -661,6 +676,11 @@ def check_ranges(params: Params) -> None:
                 f"cmaes.popsize={cmaes.popsize!r} is not allowed: it must be "
                 f"{' or '.join(repr(r) for r in POPSIZE_RULES)}, or an integer ≥ 2"
             )
+    if params.refiner.decoding not in DECODING_RULES:
+        raise ConfigError(
+            f"refiner.decoding={params.refiner.decoding!r} is not allowed: it must be "
+            f"{' or '.join(repr(r) for r in DECODING_RULES)}"
+        )
     for key, allowed in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(params, section), name)

@@ -58,7 +58,7 @@ def candidate_fitness(job: CandidateJob, e: np.ndarray) -> float:
     if key not in _FITNESS:
         _FITNESS.clear()  # a new round or search: free the previous refiner
         p = job.params
-        refiner = Refiner.load(job.refiner, p.refiner.dtype, p.refiner.device)
+        refiner = Refiner.from_params(job.refiner, p.refiner)
         generator = make_generator(p.generator)
         # the same guard as an in-process search (its verdict counts stay in this worker)
         _FITNESS[key] = Fitness(

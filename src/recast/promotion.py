@@ -55,7 +55,7 @@ def gate_score(params: Params, model_uri: str) -> float:
     rp, gp = params.registry, params.refiner
     pairs = load_split(params, rp.gate_split)
     pairs = pairs[: rp.max_pairs] if rp.max_pairs else pairs
-    refiner = Refiner.load(model_uri, gp.dtype, gp.device)
+    refiner = Refiner.from_params(model_uri, gp)
     generator = make_generator(params.generator)
     try:
         fitness = Fitness(

@@ -36,7 +36,7 @@ from recast.errors import RecastError
 from recast.generator.base import Generator
 from recast.records import PreferencePair
 from recast.refiner import bias
-from recast.refiner.model import Prefix, Refiner, cross_entropy
+from recast.refiner.model import PAPER, Decoding, Prefix, Refiner, cross_entropy
 from recast.refiner.prompts import p_x
 from recast.refiner.refine import Guard
 
@@ -144,7 +144,8 @@ class Fitness:
         with torch.inference_mode():  # the ξ-independent prefixes, once per search
             self.prefixes: list[Prefix] = [
                 refiner.encode_prefix(
-                    [p_x(p.prompt) for p in pairs[s : s + self.samples_per_chunk]]
+                    [p_x(p.prompt) for p in pairs[s : s + self.samples_per_chunk]],
+                    queries=[p.prompt for p in pairs[s : s + self.samples_per_chunk]],
                 )
                 for s in range(0, len(pairs), self.samples_per_chunk)
             ]
@@ -228,7 +229,9 @@ def run_search(
         raise SearchError("D_es is empty: nothing to compute the fitness on")
     out = Path(out_dir)
     space = make_space(refiner, es_pairs, params)
-    config = _config_hash(space, params, es_pairs, generator, max_refined_tokens, guard)
+    config = _config_hash(
+        space, params, es_pairs, generator, max_refined_tokens, guard, refiner.decoding
+    )
     fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens, guard)
     score = evaluator(space) if evaluator else fitness
     state = _load_state(out / STATE, config) if resume else None
@@ -315,9 +318,11 @@ def _config_hash(
     generator: Generator,
     max_refined_tokens: int,
     guard: Guard | None = None,
+    decoding: Decoding = PAPER,
 ) -> str:
     """What a checkpoint must match to be resumed: the refiner (through e^b, ∇e^b), D_es, the
-    CMA-ES settings, the generator and the guard (an unguarded search keeps its old hash)."""
+    CMA-ES settings, the generator, the guard (an unguarded search keeps its old hash) and the
+    decoding rule of x'."""
     gen = getattr(generator, "params", None)
     parts: dict[str, Any] = {
         "space": space.fingerprint(),
@@ -328,6 +333,8 @@ def _config_hash(
     }
     if guard is not None and guard.enabled:
         parts["guard"] = guard.key()
+    if decoding != PAPER:  # a paper-decoded search keeps its old hash
+        parts["decoding"] = asdict(decoding)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

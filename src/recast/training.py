@@ -242,7 +242,7 @@ def train(
             with tracker.run(f"round-{s}", tags={"round": str(s)}):
                 if resume and done.exists():
                     row = io.read_json(done)
-                    refiner = Refiner.load(str(round_dir / "refiner"), rp.dtype, rp.device)
+                    refiner = Refiner.from_params(str(round_dir / "refiner"), rp)
                     report.message(f"round {s}: done earlier, loaded {round_dir / 'refiner'}")
                 else:
                     row = _round(

@@ -151,7 +151,7 @@ def _refined(params: Params, questions: list[str], spec: str) -> list[Refined]:
     from recast.refiner.model import Refiner
     from recast.refiner.refine import refine
 
-    refiner = Refiner.load(spec, params.refiner.dtype, params.refiner.device)
+    refiner = Refiner.from_params(spec, params.refiner)
     rp = params.refiner
     return refine(
         refiner,

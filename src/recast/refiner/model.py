@@ -11,11 +11,17 @@ al.'s continuous thought). x' is decoded after [Z_e].
 
 Everything before [Z_s] is independent of ξ, so its key/value cache is computed once per query
 and shared by every CMA-ES candidate: that is what makes population evaluation cheap.
+
+How x' is decoded is the refiner's `decoding` rule (`Decoding`): the paper's (until EOS or
+n_g tokens), or one that stops at the end of the query (refiner.decoding = query; see
+docs/method.md, "Decoding x' to the end of the query").
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,45 @@ from recast.models.load import load_causal_lm
 from recast.refiner.prompts import Z_E, Z_S
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How x' is decoded after [Z_e]. The default is the paper's: until EOS or n_g tokens
+    (Table 5). A small refiner decoded that way runs on past the query into an answer, a second
+    query or a loop (issue 12: 14 of 40 untrained SmolLM2 x' loop); `QUERY` stops it where a
+    query ends."""
+
+    stop: bool = False
+    """Stop at the end of the assistant turn (the chat template's end-of-turn token, besides
+    EOS) or at the first blank line after some text: a query is one paragraph, what follows a
+    blank line is the answer or a second query."""
+    length_factor: float | None = None
+    """Cap x' at max(min_tokens, length_factor·|x|) tokens (|x| in the refiner's tokens), never
+    above n_g; None: n_g alone. A rewrite adds details, not pages."""
+    min_tokens: int = 16
+    """The cap's floor, so that a two-word query may still gain a clause."""
+    no_repeat_ngram: int = 0
+    """Never emit a token that repeats a token n-gram of x' (0: off), against loops."""
+
+    @classmethod
+    def from_params(cls, rp: Any) -> Decoding:
+        """From RefinerParams: `decoding` ('paper' | 'query') and the `decode_*` keys."""
+        if rp.decoding == "paper":
+            return PAPER
+        return cls(
+            stop=True,
+            length_factor=rp.decode_length_factor,
+            min_tokens=rp.decode_min_tokens,
+            no_repeat_ngram=rp.decode_no_repeat_ngram,
+        )
+
+
+PAPER = Decoding()
+QUERY = Decoding(stop=True, length_factor=3.0, min_tokens=16, no_repeat_ngram=4)
+# the chat templates' end-of-turn markers (SmolLM2 and Qwen: <|im_end|>, Llama 3, Gemma)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
 @dataclass
 class Prefix:
     """The ξ-independent part of a batch: chat(P(x)) left-padded, and its key/value cache."""
@@ -38,20 +83,33 @@ class Prefix:
     """(B, P) attention mask of the prefix (0 on left padding)."""
     lengths: torch.Tensor
     """(B,) real prefix lengths: the position id of [Z_s]."""
+    budget: torch.Tensor | None = None
+    """(B,) most x' tokens per row under the decoding rule's length cap (None: no cap)."""
 
     def repeat(self, n: int) -> Prefix:
         """Each row repeated n times (row-major: r0 r0 … r1 r1 …), on a copy of the cache."""
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(n)
-        return Prefix(cache, self.mask.repeat_interleave(n, 0), self.lengths.repeat_interleave(n))
+        budget = None if self.budget is None else self.budget.repeat_interleave(n)
+        return Prefix(
+            cache, self.mask.repeat_interleave(n, 0), self.lengths.repeat_interleave(n), budget
+        )
 
 
 class Refiner:
     """p_im: the refiner LM with [Z_s], [Z_e] in its vocabulary."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_prompt_tokens: int = 1024) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_prompt_tokens: int = 1024,
+        decoding: Decoding = PAPER,
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_prompt_tokens = max_prompt_tokens
+        self.decoding = decoding
+        """How x' is decoded (`Decoding`); every caller of `decode` gets this rule."""
         self.source: str | None = None
         """Where these exact weights can be loaded from (None: changed since, not saved)."""
         add_latent_tokens(model, tokenizer)
@@ -60,13 +118,28 @@ class Refiner:
         self.stop_ids = sorted(
             {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         )
+        vocab = tokenizer.get_vocab()
+        self.turn_ids = sorted({vocab[t] for t in END_OF_TURN if t in vocab} | set(self.stop_ids))
+        """EOS, pad and the end-of-turn tokens: where `Decoding.stop` ends x'."""
 
     @classmethod
-    def load(cls, spec: str, dtype: str = "float32", device: str = "auto") -> Refiner:
+    def load(
+        cls,
+        spec: str,
+        dtype: str = "float32",
+        device: str = "auto",
+        decoding: Decoding = PAPER,
+    ) -> Refiner:
         model, tokenizer = load_causal_lm(spec, dtype, device)
-        refiner = cls(model, tokenizer)
+        refiner = cls(model, tokenizer, decoding=decoding)
         refiner.source = spec
         return refiner
+
+    @classmethod
+    def from_params(cls, spec: str, rp: Any) -> Refiner:
+        """The refiner at `spec` with RefinerParams' dtype, device and decoding rule: how every
+        stage loads p_im, so that x' is decoded the same way in search, training and use."""
+        return cls.load(spec, rp.dtype, rp.device, Decoding.from_params(rp))
 
     @property
     def device(self) -> torch.device:
@@ -92,8 +165,20 @@ class Refiner:
             )
         return ids
 
-    def encode_prefix(self, prompts: list[str]) -> Prefix:
-        """Run the ξ-independent prefix once; with gradients only if the caller enables them."""
+    def budget(self, queries: list[str], max_new_tokens: int) -> list[int]:
+        """Most x' tokens per query: max(min_tokens, ⌈length_factor·|x|⌉), at most n_g."""
+        rule = self.decoding
+        if rule.length_factor is None:
+            return [max_new_tokens] * len(queries)
+        sizes = [len(self.tokenizer(q, add_special_tokens=False)["input_ids"]) for q in queries]
+        return [
+            min(max_new_tokens, max(rule.min_tokens, math.ceil(rule.length_factor * n)))
+            for n in sizes
+        ]
+
+    def encode_prefix(self, prompts: list[str], queries: list[str] | None = None) -> Prefix:
+        """Run the ξ-independent prefix once; with gradients only if the caller enables them.
+        `queries` are the x inside the prompts, for the decoding rule's length cap."""
         seqs = [self.prefix_ids(p) for p in prompts]
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
@@ -106,7 +191,11 @@ class Refiner:
         out = self.model.get_decoder()(
             input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
         )
-        return Prefix(out.past_key_values, mask, lengths)
+        budget = None
+        if queries is not None and self.decoding.length_factor is not None:
+            # n_g itself is applied in `decode`; here only the per-query cap
+            budget = torch.tensor(self.budget(queries, 1 << 30), device=self.device)
+        return Prefix(out.past_key_values, mask, lengths, budget)
 
     # -- the latent step: [Z_s] z [Z_e] -------------------------------------------------------
 
@@ -157,32 +246,56 @@ class Refiner:
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> list[str]:
-        """x' for every row, after the latent step with embeddings `e` (2, d) or (B, 2, d).
+        """x' for every row, after the latent step with embeddings `e` (2, d) or (B, 2, d),
+        under the refiner's `decoding` rule (the prefix's `budget` is its length cap).
 
-        Rows that have emitted EOS leave the batch (their cache rows are dropped): decoding on a
+        Rows that have ended leave the batch (their cache rows are dropped): decoding on a
         CPU is compute-bound, so finished rows would cost as much as live ones. The prefix's
         cache is consumed."""
+        rule = self.decoding
         hidden, mask = self.latent(prefix, e)
-        stops = torch.tensor(self.stop_ids, device=self.device)
-        active = torch.arange(hidden.shape[0], device=self.device)  # batch row -> output row
-        ids: list[list[int]] = [[] for _ in range(hidden.shape[0])]
+        stops = torch.tensor(self.turn_ids if rule.stop else self.stop_ids, device=self.device)
+        rows = hidden.shape[0]
+        caps = [max_new_tokens] * rows
+        if prefix.budget is not None:
+            caps = [min(max_new_tokens, int(b)) for b in prefix.budget.tolist()]
+        active = torch.arange(rows, device=self.device)  # batch row -> output row
+        ids: list[list[int]] = [[] for _ in range(rows)]
         for _ in range(max_new_tokens):
-            nxt = _pick(self._logits(hidden), temperature, top_p, generator)
-            finished = torch.isin(nxt, stops)
-            for row, token, end in zip(
-                active.tolist(), nxt.tolist(), finished.tolist(), strict=True
-            ):
-                if not end:
-                    ids[row].append(token)
-            if bool(finished.all()):
+            logits = self._logits(hidden)
+            if rule.no_repeat_ngram > 0:
+                for k, row in enumerate(active.tolist()):
+                    banned = _repeats(ids[row], rule.no_repeat_ngram)
+                    if banned:
+                        logits[k, banned] = -1e30
+            nxt = _pick(logits, temperature, top_p, generator)
+            finished = torch.isin(nxt, stops).tolist()
+            for k, (row, token) in enumerate(zip(active.tolist(), nxt.tolist(), strict=True)):
+                if finished[k]:
+                    continue
+                ids[row].append(token)
+                if len(ids[row]) >= caps[row] or (rule.stop and self._paragraph_done(ids[row])):
+                    finished[k] = True
+            done = torch.tensor(finished, device=self.device)
+            if bool(done.all()):
                 break
-            if bool(finished.any()):
-                keep = (~finished).nonzero()[:, 0]
+            if bool(done.any()):
+                keep = (~done).nonzero()[:, 0]
                 prefix.cache.batch_select_indices(keep)
                 active, mask, nxt = active[keep], mask[keep], nxt[keep]
             out, mask = self._step(prefix, self.embedding(nxt)[:, None], mask)
             hidden = out[:, -1]
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        if rule.stop:  # the first paragraph: what follows a blank line is not the query
+            texts = [_BLANK_LINE.split(t, maxsplit=1)[0].strip() for t in texts]
+        return texts
+
+    def _paragraph_done(self, row: list[int]) -> bool:
+        """x' so far holds text followed by a blank line (checked on the last tokens first:
+        a full decode per step would cost more than the check saves)."""
+        if not _BLANK_LINE.search(self.tokenizer.decode(row[-3:])):
+            return False
+        return bool(_BLANK_LINE.search(self.tokenizer.decode(row).lstrip()))
 
     # -- teacher forcing (training, and ∇e^b of Eq. 13) -----------------------------------------
 
@@ -248,6 +361,16 @@ def cross_entropy(
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip left padding."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _repeats(row: list[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already in `row` (the no-repeat-n-gram ban)."""
+    if len(row) < n:
+        return []
+    head = tuple(row[len(row) - n + 1 :])
+    return sorted(
+        {row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i : i + n - 1]) == head}
+    )
 
 
 def _pick(

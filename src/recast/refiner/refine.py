@@ -113,8 +113,9 @@ def decode(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """x' = p_im(x) for every x, greedy, in batches; `embeddings` (2, d) are the [Z_s], [Z_e]
-    embeddings to decode with (None: the unbiased refiner's e^b)."""
+    """x' = p_im(x) for every x, greedy, in batches, under the refiner's decoding rule (its
+    length cap needs each x); `embeddings` (2, d) are the [Z_s], [Z_e] embeddings to decode
+    with (None: the unbiased refiner's e^b)."""
     import torch
 
     out: list[str] = []
@@ -122,7 +123,7 @@ def decode(
         e = refiner.base_embeddings() if embeddings is None else embeddings
         for start in range(0, len(xs), batch_size):
             part = xs[start : start + batch_size]
-            prefix = refiner.encode_prefix([p_x(x) for x in part])
+            prefix = refiner.encode_prefix([p_x(x) for x in part], queries=part)
             out += refiner.decode(prefix, e, max_new_tokens)
             if on_batch is not None:
                 on_batch(len(part))

@@ -35,7 +35,7 @@ def make_champion(p: Params) -> Champion:
         use(p)  # a registry URI is looked up in this tracking server's registry
 
     def load(label: str) -> Any:
-        return Refiner.load(label, p.refiner.dtype, p.refiner.device)
+        return Refiner.from_params(label, p.refiner)
 
     rp = p.refiner
     refine_with = default_refine(
