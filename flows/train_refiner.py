@@ -30,6 +30,17 @@ def train_rounds(params_file: str = "params.yaml", overrides: list[str] | None =
     return runs.train_stage(p, resume=True, fan_out=refiner.fan_out(p))
 
 
+@flow(name="warm-start")
+def warm_start(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """The teacher's rewrites (reused where bpo.rewrites already holds them) and ρ_sft, the
+    refiner that search and training start from with refiner.warm_start."""
+    from recast.refiner.teacher import rewrites_stage
+    from recast.refiner.warmstart import warmstart_stage
+
+    p = load_params(params_file, overrides or [])
+    return {"rewrites": rewrites_stage(p), "warm_start": warmstart_stage(p)}
+
+
 @flow(name="train-refiner")
 def train_refiner(
     params_file: str = "params.yaml", overrides: list[str] | None = None
@@ -37,6 +48,7 @@ def train_refiner(
     p = load_params(params_file, overrides or [])
     runner = runners.task_runner(p.orchestration)
     data = build_data(params_file, overrides)
+    warm = warm_start(params_file, overrides) if p.refiner.warm_start else None
     search = None
     if p.cmaes.enabled:
         search = cmaes_search.with_options(task_runner=runner)(params_file, overrides)
@@ -45,6 +57,7 @@ def train_refiner(
     promoted = refiner.promote(p) if p.tracking.enabled else None
     return {
         "data": data,
+        "warm_start": warm,
         "search": search,
         "rounds": trained["rounds"],
         "evaluate": evaluated,

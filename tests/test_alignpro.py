@@ -57,6 +57,35 @@ def test_reward_sends_x_prime_to_the_generator_and_scores_x_with_y() -> None:
     assert text_of("plain text") == "plain text"
 
 
+def test_guarded_reward_scores_a_pasted_answer_as_x() -> None:
+    """An x' that pastes the preferred answer y+ into the query (real HH-RLHF pairs) is sent to
+    the generator as x under the guard, so it earns exactly x's reward; a real rewrite is sent
+    as is. Unguarded (the paper), the pasted x' reaches the generator."""
+    from recast.refiner.refine import Guard
+
+    queries = [p.prompt for p in PAIRS]
+    pasted = [f"{p.prompt} {p.chosen[:150]}" for p in PAIRS]
+    rewrite = "Please answer in detail: " + queries[0]
+
+    def call(guard: Guard | None, x_prime: list[str]) -> tuple[list[float], list[str]]:
+        generator = ScriptedGenerator()
+        fn = GeneratorReward(generator, ScriptedReward(), Sampling(max_new_tokens=8), guard)
+        completions = [[{"role": "assistant", "content": x}] for x in x_prime]
+        return fn(prompts=[None] * len(x_prime), completions=completions, query=queries), (
+            generator.seen
+        )
+
+    guard = Guard(enabled=True)
+    as_x, _ = call(None, queries)
+    guarded, seen = call(guard, pasted)
+    assert seen == queries and guarded == as_x  # every pasted answer scored as x
+    assert guard.flagged()["check_total"] == 4 and guard.flagged()["check_rewrite"] == 0
+    unguarded, seen = call(None, pasted)
+    assert seen == pasted and unguarded != as_x
+    _, seen = call(Guard(enabled=True), [rewrite, *queries[1:]])
+    assert seen[0] == rewrite  # a rewrite goes through
+
+
 def test_sequence_kl_matches_a_hand_computation() -> None:
     torch.manual_seed(0)
     p, q = torch.randn(2, 3, 5), torch.randn(2, 3, 5)

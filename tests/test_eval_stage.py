@@ -53,10 +53,13 @@ def test_reward_dpo_eval_report_end_to_end(
     assert dpo["pairs"] == 4 and dpo["steps"] == 2 and dpo["final_loss"] > 0
     assert (in_tmp / "runs" / "dpo" / "model" / "config.json").exists()
 
-    code, output = run("bpo", *sets(eval_overrides))
+    # the tiny random teacher writes no rewrite the check keeps: BPO's published rule here
+    # (the guarded rule is tested on real rewrites in test_teacher.py)
+    code, output = run("bpo", *sets([*eval_overrides, "refiner.guard=false"]))
     assert code == 0, output
     bpo = json.loads((in_tmp / "metrics" / "bpo.json").read_text())
     assert bpo["pairs"] == 4 and bpo["optimized_kept"] >= 1 and bpo["final_loss"] > 0
+    assert bpo["teacher_dropped"] == 4 - bpo["optimized_kept"] and not bpo["guard"]
 
     code, output = run("prompter", *sets(eval_overrides))
     assert code == 0, output

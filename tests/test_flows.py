@@ -33,6 +33,7 @@ def search_overrides(tiny_lm: str) -> list[str]:
         f"refiner.model={tiny_lm}",
         f"generator.model={tiny_lm}",
         "refiner.max_refined_tokens=6",
+        "refiner.warm_start=false",  # ρ_sft needs a real teacher (test_teacher.py)
         "cmaes.iterations=2",
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",
@@ -88,6 +89,7 @@ def test_train_refiner_flow_runs_search_rounds_evaluation_and_promotion(
         "refiner.rounds=1",
         "refiner.train_size=4",
         "refiner.max_refined_tokens=6",
+        "refiner.warm_start=false",  # ρ_sft needs a real teacher (test_teacher.py)
         "cmaes.iterations=2",
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",

@@ -105,6 +105,7 @@ def test_nightly_deployment_runs_and_mlflow_serves_its_lineage(
         "refiner.rounds=2",
         "refiner.train_size=4",
         "refiner.max_refined_tokens=6",
+        "refiner.warm_start=false",  # ρ_sft needs a real teacher (test_teacher.py)
         "cmaes.iterations=2",
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",

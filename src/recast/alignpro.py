@@ -31,6 +31,7 @@ from recast.errors import RecastError
 from recast.evaluation.reward import RewardModel
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
+from recast.refiner.refine import Guard
 from recast.trl_run import save_policy, trainer_args
 
 PROMPTER = (
@@ -49,17 +50,31 @@ def text_of(completion: Any) -> str:
 
 class GeneratorReward:
     """R(x, x') of Lemma 5.1 for one sample: y ~ π_F(·|x'), then r(x, y). TRL calls it with the
-    batch's completions (the x') and the dataset's other columns (`query` is x)."""
+    batch's completions (the x') and the dataset's other columns (`query` is x).
+
+    With a guard (refiner.guard), an x' that the rewrite check finds harmful (it answers x,
+    drifts or is degenerate) is sent as x: it scores as x would, so pasting an answer into x'
+    buys the prompter nothing (the reward passes through the same generator as recast's F,
+    and can be gamed the same way; see docs/method.md, "The rewrite guard"). The verdicts are
+    counted in `guard.counts` either way."""
 
     __name__ = "generator_reward"  # TRL logs each reward function under its __name__
 
-    def __init__(self, generator: Generator, reward: RewardModel, sampling: Sampling) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        reward: RewardModel,
+        sampling: Sampling,
+        guard: Guard | None = None,
+    ) -> None:
         self.generator, self.reward, self.sampling = generator, reward, sampling
+        self.guard = guard
         self.calls = 0
 
     def __call__(self, prompts: list[Any], completions: list[Any], query: list[str], **_: Any):
         x_prime = [text_of(c).strip() for c in completions]
-        answers = self.generator.generate(x_prime, self.sampling)
+        sent = x_prime if self.guard is None else self.guard.apply(list(query), x_prime)[0]
+        answers = self.generator.generate(sent, self.sampling)
         self.calls += len(answers)
         return self.reward.score(list(query), answers)
 
@@ -201,6 +216,9 @@ def _key(params: Params, lam: float, oracle: bool) -> str:
         for k in ("prompter", "generator", "reward", "split", "registry")
     }
     parts.update(lam=lam, oracle=oracle, tracking=params.tracking.enabled)
+    rp = params.refiner
+    if rp.guard:  # the reward's guard; an unguarded prompter keeps its old key
+        parts.update(guard=True, check_encoder=rp.check_encoder)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -235,7 +253,8 @@ def train_prompter(
     answer = Sampling(max_new_tokens=pp.answer_tokens, temperature=0.0)  # π_F during training
     t0 = time.perf_counter()
     try:
-        fn = GeneratorReward(generator, reward, answer)
+        guard = Guard.from_params(params.refiner)
+        fn = GeneratorReward(generator, reward, answer, guard)
         log = grpo(
             pp.model, train, lambda q: PROMPTER.format(query=q), fn, params, lam, pp.steps, out
         )
@@ -251,6 +270,9 @@ def train_prompter(
         "steps": len(log),
         "seconds": seconds,
         "generator_calls": fn.calls,
+        "guard": params.refiner.guard,
+        # the rewrite check's verdicts on every x' the reward saw (check_total of them)
+        **{f"reward_{k}": v for k, v in guard.flagged().items()},
         "curve": [
             {"step": i + 1, "reward": r["reward"], "kl": r.get("kl")} for i, r in enumerate(log)
         ],

@@ -415,6 +415,30 @@ def bpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     _print_metrics("BPO", metrics)
 
 
+@app.command("rewrites")
+@reports_errors
+def rewrites(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """The teacher rewrites training queries (bpo.rewrites): BPO's data and the warm start's."""
+    from recast.refiner.teacher import rewrites_stage
+
+    p = _params(params, set_)
+    with console.status(f"{p.bpo.teacher} rewrites {p.bpo.train_size} training queries"):
+        metrics = rewrites_stage(p)
+    _print_metrics("teacher rewrites", metrics)
+
+
+@app.command("warmstart")
+@reports_errors
+def warmstart(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """ρ_sft: the refiner fine-tuned on the teacher's checked rewrites (refiner.warm_start)."""
+    from recast.refiner.warmstart import warmstart_stage
+
+    p = _params(params, set_)
+    with console.status(f"warm start of {p.refiner.model} on the teacher's rewrites"):
+        metrics = warmstart_stage(p)
+    _print_metrics("warm start", metrics)
+
+
 @app.command("dpo")
 @reports_errors
 def dpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:

@@ -199,6 +199,17 @@ class RefinerParams:
     """'query' decoding: the length cap's floor (a short query may still gain a clause)."""
     decode_no_repeat_ngram: int = 4
     """'query' decoding: no token n-gram of x' twice (0: off)."""
+    warm_start: bool = False
+    """Start search and training from ρ_sft, the refiner fine-tuned on the teacher's checked
+    rewrites (stage `warmstart`, as Align-Pro starts its prompter); False: from `model` (the
+    paper). Off here because ρ_sft is a stage's output; params.yaml turns it on. See
+    docs/method.md, "Warm start ρ_sft"."""
+    warm_start_dir: str = "runs/warmstart"
+    """Where the `warmstart` stage saves ρ_sft (refiner/) and its log."""
+    warm_start_epochs: int = 4
+    """Epochs over the kept teacher rewrites."""
+    warm_start_lr: float = 5.0e-5
+    """AdamW learning rate of the warm start (a few dozen pairs: higher than Eq. 12's 1e-5)."""
 
 
 @dataclass
@@ -300,7 +311,7 @@ class BpoParams:
     model: str = "smollm2-135m-instruct"
     """The optimizer to fine-tune (BPO: Llama-2-7b-chat)."""
     train_size: int | None = 256
-    """First N pairs of D to build optimized queries from (None: all)."""
+    """First N pairs of D the teacher rewrites (None: all); BPO and the warm start share them."""
     max_new_tokens: int = 128
     """Length of an optimized query."""
     epochs: int = 2
@@ -309,6 +320,10 @@ class BpoParams:
     max_length: int = 512
     seed: int = 0
     out_dir: str = "runs/bpo"
+    rewrites: str = "data/warmstart/rewrites.json"
+    """The teacher's rewrites of the first `train_size` training queries with the check's
+    verdict on each (stage `rewrites`, committed to git): BPO's optimizer data and the refiner's
+    warm start both read it; with refiner.guard only verdict 'rewrite' is kept."""
 
 
 @dataclass
@@ -600,6 +615,8 @@ RANGES: dict[str, Range] = {
     "refiner.decode_length_factor": POSITIVE,
     "refiner.decode_min_tokens": COUNT,
     "refiner.decode_no_repeat_ngram": NON_NEGATIVE,
+    "refiner.warm_start_epochs": COUNT,
+    "refiner.warm_start_lr": POSITIVE,
     "cmaes.d_z": COUNT,
     "cmaes.iterations": COUNT,
     "cmaes.popsize": Range(2),  # CMA-ES recombines the best half: at least two candidates

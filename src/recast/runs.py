@@ -19,6 +19,7 @@ from recast.plots import write_fitness
 from recast.records import PreferencePair, pairs_from_table
 from recast.refiner.model import Refiner
 from recast.refiner.refine import Guard
+from recast.refiner.warmstart import start_spec
 from recast.search import run_search
 from recast.tracking import Tracker
 from recast.training import Reporter, dev_fitness, system_name, track_search, train
@@ -41,8 +42,9 @@ def search_stage(
     `fan_out` spreads each population's fitness over workers (recast.distributed)."""
     report = report or Reporter()
     es, dev = load_split(params, "es"), load_split(params, "dev")
-    report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
-    refiner = Refiner.load(params.refiner.model, params.refiner.dtype, params.refiner.device)
+    start = start_spec(params)  # ρ_sft with refiner.warm_start, else refiner.model
+    report.message(f"loading refiner {start} and generator {params.generator.model}")
+    refiner = Refiner.from_params(start, params.refiner)
     generator = make_generator(params.generator)
     result, space = run_search(
         refiner,
@@ -82,7 +84,11 @@ def search_stage(
             {
                 "cmaes": asdict(params.cmaes),
                 "generator": asdict(params.generator),
-                "refiner": {"model": params.refiner.model},
+                "refiner": {
+                    "model": params.refiner.model,
+                    "start": start,
+                    "decoding": params.refiner.decoding,
+                },
             }
         )
         track_search(tracker, "search round-1", result, metrics, out / "xi_star.npy")
@@ -100,8 +106,9 @@ def train_stage(
     """Algorithm 1 for refiner.rounds rounds; per-round outputs under refiner.out_dir."""
     report = report or Reporter()
     splits = {name: load_split(params, name) for name in ("train", "es", "dev")}
-    report.message(f"loading refiner {params.refiner.model} and generator {params.generator.model}")
-    refiner = Refiner.load(params.refiner.model, params.refiner.dtype, params.refiner.device)
+    start = start_spec(params)  # ρ_sft with refiner.warm_start, else refiner.model
+    report.message(f"loading refiner {start} and generator {params.generator.model}")
+    refiner = Refiner.from_params(start, params.refiner)
     generator = make_generator(params.generator)
     split_dir = Path(params.split.out_dir)
     inputs = {name: split_dir / f"{name}.parquet" for name in splits}

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from recast.data.common import Drop, malformed, url_records
+from recast.data.fewshot import is_example
 from recast.data.raw import Malformed, RawRecord, field, optional
 from recast.records import EvalPrompt
 
@@ -81,6 +82,10 @@ def to_prompts(name: str, records: Iterable[RawRecord]) -> Iterator[EvalPrompt |
             prompt = parse(record)
         except Malformed as e:
             yield malformed(origin, e)
+            continue
+        if name == "bpo_test" and is_example(prompt.prompt):
+            # a few-shot example of the rewrite teacher is never an evaluation prompt
+            yield Drop("teacher_example", origin, "a few-shot example of the rewrite teacher")
             continue
         yield EvalPrompt(
             prompt.set, prompt.prompt, prompt.reference, {**prompt.meta, "origin": origin}

@@ -9,7 +9,6 @@ teacher says, not on what the generator does with the rewrite."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,88 +20,56 @@ from recast.config import Params
 from recast.data.stages import METRICS_DIR
 from recast.generator import make_generator
 from recast.generator.base import Sampling
+from recast.refiner.teacher import TEACHER, extract_rewrite, keep, rewrites
 from recast.trl_run import save_policy, trainer_args
 
-TEACHER = (
-    "Here is a user's instruction, a bad response and a good response to it.\n\n"
-    "[Instruction]\n{prompt}\n\n[Bad response]\n{bad}\n\n[Good response]\n{good}\n\n"
-    "Compare the two responses and work out what the user really needs. Then rewrite the "
-    "instruction so that an assistant would give the good response: keep its intent, and add "
-    "the details, constraints and format the good response satisfies. Reply with the "
-    "rewritten instruction only."
-)
+__all__ = ["OPTIMIZE", "TEACHER", "bpo_stage", "extract_rewrite", "optimize"]
+
 OPTIMIZE = "Rewrite this instruction so that an AI assistant answers it well:\n\n{prompt}"
 SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("optimized", pa.string())])
-_SECTION = re.compile(r"^\s*\[(instruction|bad response|good response)\]\s*$", re.I | re.M)
-
-
-def extract_rewrite(reply: str) -> str:
-    """The rewritten instruction in a teacher's reply. A small teacher often wraps it in a
-    preamble ("Here is the rewritten instruction:"), repeats the prompt's [Instruction] header,
-    and runs on into a [Good response] section; the optimizer must learn the instruction alone."""
-    sections = list(_SECTION.finditer(reply))
-    heads = [m for m in sections if m.group(1).lower() == "instruction"]
-    if heads:  # the text under the last [Instruction] header, up to the next header
-        start = heads[-1].end()
-        after = [m.start() for m in sections if m.start() >= start]
-        reply = reply[start : after[0] if after else len(reply)]
-    elif sections:  # no [Instruction] header: what comes before the first response section
-        reply = reply[: sections[0].start()]
-    reply = reply.strip()
-    if len(reply) > 1 and reply[0] == reply[-1] == '"':  # quoted as a whole
-        reply = reply[1:-1].strip()
-    return reply
 
 
 def bpo_stage(params: Params) -> dict[str, Any]:
-    """Optimized queries from the teacher, then the optimizer fine-tuned on them."""
+    """Optimized queries from the teacher (recast.refiner.teacher, shared with the refiner's
+    warm start), those the check keeps (refiner.guard), then the optimizer fine-tuned on them;
+    the metrics count the teacher's x' per verdict and the dropped ones."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from recast.models.load import load_causal_lm, pick_device
     from recast.runs import load_split
 
-    bp = params.bpo
+    bp, rp = params.bpo, params.refiner
     pairs = load_split(params, "train")
     pairs = pairs[: bp.train_size] if bp.train_size else pairs
-    teacher = make_generator(
-        dataclasses.replace(
-            params.generator,
-            backend=bp.teacher_backend,
-            model=bp.teacher,
-            endpoints=list(bp.teacher_endpoints),
-            dtype="auto",
-        )
-    )
     t0 = time.perf_counter()
-    try:
-        written = teacher.generate(
-            [TEACHER.format(prompt=p.prompt, bad=p.rejected, good=p.chosen) for p in pairs],
-            Sampling(max_new_tokens=bp.max_new_tokens, temperature=0.0),
-        )
-    finally:
-        teacher.close()
+    # the teacher's rewrites are the `rewrites` stage's (shared with the refiner's warm start);
+    # run here only when that file does not hold these pairs
+    written = rewrites(params, pairs)
     teacher_seconds = time.perf_counter() - t0
-    rewrites = [extract_rewrite(w) for w in written]
-    # an empty rewrite, or the query itself, teaches nothing: keep the rest, count the drops
-    kept = [(p, w) for p, w in zip(pairs, rewrites, strict=True) if w and w != p.prompt]
+    # with the guard, a teacher x' that the check does not call a rewrite (a copy, an answer
+    # pasted from y+, a drift) is dropped: BPO would learn to answer instead of rewriting
+    kept = keep(written, rp.guard, rp.check_encoder)
     out = Path(bp.out_dir)
-    rows = [{"id": p.id, "prompt": p.prompt, "optimized": w} for p, w in kept]
+    rows = [{"id": r.id, "prompt": r.x, "optimized": r.x_prime} for r in kept.pairs]
     io.write_parquet(out / "pairs.parquet", pa.Table.from_pylist(rows, SCHEMA))
-    if not kept:
+    if not kept.pairs:
         from recast.errors import RecastError
 
-        raise RecastError(f"the BPO teacher {bp.teacher} wrote no usable optimized query")
+        raise RecastError(
+            f"the BPO teacher {bp.teacher} wrote no usable optimized query "
+            f"(check verdicts: {dict(kept.verdicts)})"
+        )
 
     device = pick_device(params.generator.device)
     model, tokenizer = load_causal_lm(bp.model, "float32", device)
     data = Dataset.from_list(
         [
             {
-                "prompt": [{"role": "user", "content": OPTIMIZE.format(prompt=p.prompt)}],
-                "completion": [{"role": "assistant", "content": w}],
+                "prompt": [{"role": "user", "content": OPTIMIZE.format(prompt=r.x)}],
+                "completion": [{"role": "assistant", "content": r.x_prime}],
             }
-            for p, w in kept
+            for r in kept.pairs
         ]
     )
     args = SFTConfig(
@@ -117,8 +84,10 @@ def bpo_stage(params: Params) -> dict[str, Any]:
     logs = [row for row in save_policy(trainer, tokenizer, out) if "loss" in row]
     metrics = {
         "pairs": len(pairs),
-        "optimized_kept": len(kept),
-        "optimized_unwrapped": sum(w != r.strip() for w, r in zip(rewrites, written, strict=True)),
+        "optimized_kept": len(kept.pairs),
+        "optimized_unwrapped": sum(r.x_prime != r.raw.strip() for r in written),
+        "guard": rp.guard,
+        **kept.metrics(),
         "teacher": bp.teacher,
         "teacher_seconds": teacher_seconds,
         "first_loss": logs[0]["loss"] if logs else None,
