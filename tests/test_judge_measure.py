@@ -245,3 +245,32 @@ def test_a_large_judge_behind_http_is_measured_like_a_local_one(make_server) -> 
     assert m.agreement == 1.0 and m.ties == 0.0 and m.n == 6
     assert len(server.requests) == 2 * 2 * 6  # Yes and No, for both answers of each pair
     assert all(path == "/v1/completions" for path, _, _ in server.requests)
+
+
+def test_judge_measure_cli_writes_the_figures(tiny_lm: str, in_tmp: Path) -> None:
+    """`recast judge measure --pairs FILE --json OUT` with the judge params configure (here a
+    tiny random LM as the pointwise judge: the figures' bookkeeping, not a judge's quality)."""
+    from conftest import ROOT
+    from test_cli import run
+
+    shutil_params = (ROOT / "params.yaml").read_text()
+    (in_tmp / "params.yaml").write_text(shutil_params)
+    code, output = run(
+        "judge", "measure", "--pairs", str(BPO), "--limit", "6", "--json", "judge.json",
+        "--set", f"evaluate.judge_model={tiny_lm}",
+    )  # fmt: skip
+    assert code == 0, output
+    figures = json.loads((in_tmp / "judge.json").read_text())
+    keys = {"n", "agreement", "ties", "agreement_non_ties", "position_consistency", "unparsed",
+            "length_baseline", "balanced_n", "balanced_agreement", "balanced_length_baseline",
+            "seconds_per_pair"}  # fmt: skip
+    assert keys <= set(figures) and figures["n"] == 6
+    pairs = read_labelled_pairs(BPO, limit=6)
+    rule = [longer_wins(p.chosen, p.rejected) for p in pairs]
+    assert figures["length_baseline"] == pytest.approx(sum(r is True for r in rule) / 6)
+    assert figures["balanced_n"] == sum(is_balanced(p.chosen, p.rejected) for p in pairs)
+    assert figures["position_consistency"] is None and figures["unparsed"] == 0
+    assert "longer wins" in output
+
+    code, output = run("judge", "measure", "--pairs", "missing.json")
+    assert code == 1 and "labelled pairs file not found: missing.json" in output

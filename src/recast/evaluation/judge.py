@@ -44,10 +44,6 @@ POINTWISE = (
     "Is this a helpful, relevant, accurate and detailed answer to the question? "
     "Reply with Yes or No."
 )
-VERDICT_ONLY = (
-    "\n\nWhich assistant answered the user question better? Reply with the letter A or B only."
-)
-
 Verdict = Literal["A", "B", "C"]
 Outcome = Literal["win", "loss", "tie"]
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
@@ -134,51 +130,6 @@ def cut(answer: str, max_words: int | None) -> str:
     if max_words is None or len(words) <= max_words:
         return answer
     return " ".join(words[:max_words]) + " …"
-
-
-class CalibratedPairwiseJudge:
-    """Appendix C's pair, both orders, but the verdict is read from the judge's next-token
-    logits for "A" and "B" instead of generated text, and the judge's prior for a position is
-    removed: b = the mean of log p(A) − log p(B) over every prompt of the call (both orders, so
-    content cancels and only the position preference remains). Per order, "ours" is preferred
-    when its calibrated margin is positive; over both orders, when their mean exceeds
-    `tie_margin` (b cancels in the mean, so the outcome is order-free; the per-order verdicts
-    give the position consistency). Small local judges answer by position (26 % consistency
-    from text), which is what the calibration removes."""
-
-    def __init__(
-        self, generator: Generator, tie_margin: float = 0.0, max_answer_words: int | None = 200
-    ) -> None:
-        if getattr(generator, "first_token_logprobs", None) is None:
-            raise ValueError(
-                "the calibrated pairwise judge reads next-token logits: a local judge backend"
-            )
-        self.generator, self.tie_margin = generator, tie_margin
-        self.max_answer_words = max_answer_words
-
-    def prompt(self, question: str, answer_a: str, answer_b: str) -> str:
-        a, b = cut(answer_a, self.max_answer_words), cut(answer_b, self.max_answer_words)
-        body = TEMPLATE.format(question=question, answer_a=a, answer_b=b)
-        return f"{JUDGE_PROMPT}\n\n{body}{VERDICT_ONLY}"
-
-    def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
-        n = len(questions)
-        rows = zip(questions, ours, other, strict=True)
-        prompts = [self.prompt(q, a, b) for q, a, b in rows]
-        prompts += [self.prompt(q, b, a) for q, a, b in zip(questions, ours, other, strict=True)]
-        lp = self.generator.first_token_logprobs(prompts, ["A", "B"])  # type: ignore[attr-defined]
-        a_over_b = [la - lb for la, lb in lp]
-        prior = sum(a_over_b) / len(a_over_b)
-        first = [d - prior for d in a_over_b[:n]]  # ours is A
-        second = [-(d - prior) for d in a_over_b[n:]]  # ours is B
-        outcomes: list[Outcome | None] = []
-        for c1, c2 in zip(first, second, strict=True):
-            mean = (c1 + c2) / 2
-            outcomes.append(
-                "win" if mean > self.tie_margin else "loss" if -mean > self.tie_margin else "tie"
-            )
-        consistent = [(c1 > 0) == (c2 > 0) for c1, c2 in zip(first, second, strict=True)]
-        return Judged(outcomes, consistent=consistent)
 
 
 class PointwiseJudge:

@@ -30,7 +30,6 @@ from recast.evaluation.bon import best_of_n
 from recast.evaluation.bootstrap import bootstrap_ci, rates, win_minus_loss
 from recast.evaluation.bpo import optimize
 from recast.evaluation.judge import (
-    CalibratedPairwiseJudge,
     EnsembleJudge,
     Judged,
     PairwiseJudge,
@@ -306,8 +305,8 @@ def _answers_key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-JudgeType = PairwiseJudge | CalibratedPairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
-JUDGE_MODES = ("pointwise", "pairwise", "pairwise_calibrated", "reward", "ensemble")
+JudgeType = PairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
+JUDGE_MODES = ("pointwise", "pairwise", "reward", "ensemble")
 
 
 @contextlib.contextmanager
@@ -315,9 +314,9 @@ def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[Ju
     """The judge evaluate.judge_mode names; its LLM backend (if any) is closed on the way out.
 
     pointwise: the judge LLM's P(Yes) per answer; pairwise: Appendix C's prompt in both orders,
-    the verdict read from text; pairwise_calibrated: the same pair, the verdict read from the A/B
-    logits with the position prior removed; reward: the Bradley-Terry reward model; ensemble:
-    the mean z-score of reward and P(Yes)."""
+    the verdict read from text (for a large judge behind http); reward: the Bradley-Terry reward
+    model; ensemble: the mean z-score of reward and P(Yes)'s log-odds. docs/method.md has what
+    each measured against labels."""
     ev = params.evaluate
     if ev.judge_mode not in JUDGE_MODES:
         raise RecastError(
@@ -339,9 +338,6 @@ def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[Ju
     try:
         if ev.judge_mode == "pairwise":
             yield PairwiseJudge(backend, ev.judge_max_new_tokens)
-            return
-        if ev.judge_mode == "pairwise_calibrated":
-            yield CalibratedPairwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
             return
         pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
         if ev.judge_mode == "pointwise":
