@@ -132,6 +132,8 @@ def test_models_list(in_tmp: Path, smollm2: str) -> None:
         ["models", "fetch"],
         ["models", "list"],
         ["generate"],
+        ["rewrites"],
+        ["warmstart"],
         ["search"],
         ["train"],
         ["refine"],
