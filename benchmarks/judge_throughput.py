@@ -1,8 +1,10 @@
 """Pairs per second of the default judge against the pointwise judge as it was, same run.
 
 "As it was" (before issue 11): P(Yes) from two scoring passes per answer (one for "Yes", one
-for "No"), whole answers, a tie margin of 0.05. The default reads both logits from one forward
-pass, in fp32, and cuts answers to evaluate.judge_max_answer_words. Both judge the same real
+for "No"), whole answers, a tie margin of 0.05. The default (evaluate.judge_mode: ensemble or
+pointwise) reads both logits from one forward pass, in fp32, and cuts answers to
+evaluate.judge_max_answer_words; the ensemble adds the reward model (train it first:
+`recast reward`). Both judge the same real
 labelled pairs with the same model, loaded once; the agreement of each is printed beside its
 speed, so a faster judge that agrees less is visible. Usage:
 
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from recast.config import load_params
 from recast.evaluation.agreement import measure, read_labelled_pairs
-from recast.evaluation.judge import PointwiseJudge
+from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
+from recast.evaluation.reward import RewardModel
 from recast.generator import make_generator
 
 BPO = Path("src/recast/data/samples/eval-samples/bpo_test.json")
@@ -53,15 +56,20 @@ def main() -> None:
         params.generator, backend=ev.judge_backend, model=ev.judge_model, dtype="auto"
     )
     backend = make_generator(spec)
+    pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
+    now: PointwiseJudge | EnsembleJudge = pointwise
+    if ev.judge_mode == "ensemble":  # the default: the reward model beside the LLM's log-odds
+        reward = RewardModel.load(Path(params.reward.out_dir) / "model")
+        now = EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
+    elif ev.judge_mode != "pointwise":
+        raise SystemExit(f"evaluate.judge_mode={ev.judge_mode}: this benchmark times LLM judges")
     judges = {
-        "before (2 passes, whole answers, margin 0.05)": Before(
+        "before: pointwise, 2 passes, whole answers, margin 0.05": Before(
             TwoPasses(backend),  # type: ignore[arg-type]
             tie_margin=0.05,
             max_answer_words=None,
         ),
-        f"now (1 pass, fp32, ≤{ev.judge_max_answer_words} words, margin {ev.judge_tie_margin})": (
-            PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
-        ),
+        f"now: {ev.judge_mode}, 1 pass, fp32, ≤{ev.judge_max_answer_words} words": now,
     }
     PointwiseJudge(backend).p_good([pairs[0].prompt], ["Yes."])  # warm-up: first-call allocations
     print(f"judge {ev.judge_model} ({ev.judge_backend}), {len(pairs)} labelled pairs from "
