@@ -45,10 +45,10 @@ def test_a_malformed_record_is_named_by_file_and_line(tmp_path: Path) -> None:
     lines = [json.dumps(raw[0]), json.dumps({**raw[1], "bad_res": ""}), json.dumps(raw[2])]
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(RecastError, match=r"pairs\.jsonl line 2: field 'bad_res' is missing"):
+    with pytest.raises(RecastError, match=r"pairs\.jsonl:2: field 'bad_res' is missing"):
         read_labelled_pairs(path)
     (tmp_path / "other.json").write_text(json.dumps([{"question": "q", "answer": "a"}]))
-    with pytest.raises(RecastError, match=r"other\.json record 0: not a labelled pair"):
+    with pytest.raises(RecastError, match=r"other\.json#0: not a labelled pair"):
         read_labelled_pairs(tmp_path / "other.json")
 
 
@@ -257,7 +257,7 @@ def test_judge_measure_cli_writes_the_figures(tiny_lm: str, in_tmp: Path) -> Non
     (in_tmp / "params.yaml").write_text(shutil_params)
     code, output = run(
         "judge", "measure", "--pairs", str(BPO), "--limit", "6", "--json", "judge.json",
-        "--set", f"evaluate.judge_model={tiny_lm}",
+        "--set", f"evaluate.judge_model={tiny_lm}", "--set", "evaluate.judge_mode=pointwise",
     )  # fmt: skip
     assert code == 0, output
     figures = json.loads((in_tmp / "judge.json").read_text())

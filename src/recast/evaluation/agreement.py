@@ -13,14 +13,13 @@ HH-RLHF transcripts (`chosen`, `rejected`), or recast's own pairs (`prompt`, `ch
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from recast.data.raw import read_records
 from recast.errors import RecastError
 from recast.evaluation.judge import Judged
 from recast.records import PreferencePair
@@ -39,33 +38,15 @@ class Judge(Protocol):
 
 
 def _records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, record) for every record of a file, `where` naming the file and record."""
-    name = path.name
-    if name.endswith(".parquet"):
+    """(where, record) for every record of a file, `where` naming the file and record: the
+    raw-data reader for JSON files (file:line / file#index), parquet row by row."""
+    if path.name.endswith(".parquet"):
         from recast import io
 
         for i, row in enumerate(io.read_parquet(path).to_pylist()):
-            yield f"{path} row {i}", row
+            yield f"{path}#{i}", row
         return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path} line {line_no}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecastError(f"{path} line {line_no}: not JSON ({e.msg})") from e
-            return
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RecastError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from e
-    if not isinstance(data, list):
-        raise RecastError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    for i, record in enumerate(data):
-        yield f"{path} record {i}", record
+    yield from read_records(path)
 
 
 def _text(where: str, record: dict[str, Any], key: str) -> str:
