@@ -90,6 +90,9 @@ def test_train_refiner_flow_runs_search_rounds_evaluation_and_promotion(
         "refiner.train_size=4",
         "refiner.max_refined_tokens=6",
         "refiner.warm_start=false",  # ρ_sft needs a real teacher (test_teacher.py)
+        # the tiny random teacher writes no rewrite the check keeps, so a guarded BPO stage
+        # would have no data: the published rule here (the guard: test_teacher, test_guard)
+        "refiner.guard=false",
         "cmaes.iterations=2",
         "cmaes.max_target_tokens=16",
         "cmaes.stop_on_flat_fitness=false",
