@@ -13,7 +13,7 @@ from conftest import FIXTURES, SAMPLES
 from recast.data import alpaca_gpt4, chatbot_arena, eval_sets, hh_rlhf, oasst1
 from recast.data.common import Drop
 from recast.data.raw import read_records
-from recast.records import PreferencePair
+from recast.records import EvalPrompt, PreferencePair
 
 
 def split(items: list) -> tuple[list[PreferencePair], Counter[str]]:
@@ -91,7 +91,7 @@ def test_chatbot_arena_schema_fixture_winners_ties_and_multi_turn() -> None:
 @pytest.mark.parametrize(
     ("name", "count", "has_reference"),
     [
-        ("bpo_test", 20, True),
+        ("bpo_test", 17, True),  # 20 bundled less the rewrite teacher's 3 few-shot examples
         ("dolly_eval", 20, True),
         ("vicuna_eval", 10, False),
         ("self_instruct_eval", 20, True),
@@ -99,8 +99,12 @@ def test_chatbot_arena_schema_fixture_winners_ties_and_multi_turn() -> None:
 )
 def test_eval_sets(name: str, count: int, has_reference: bool) -> None:
     path = SAMPLES / "eval-samples" / eval_sets.FILES[name]
-    prompts = list(eval_sets.to_prompts(name, read_records(path)))
+    out = list(eval_sets.to_prompts(name, read_records(path)))
+    prompts = [p for p in out if isinstance(p, EvalPrompt)]
+    dropped = [d for d in out if not isinstance(d, EvalPrompt)]
     assert len(prompts) == count
+    assert len(dropped) == (3 if name == "bpo_test" else 0)
+    assert all(d.reason == "teacher_example" for d in dropped)
     assert all(p.set == name and p.prompt.strip() for p in prompts)
     assert all((p.reference is not None) == has_reference for p in prompts)
     if name == "bpo_test":
