@@ -115,7 +115,10 @@ def dvc_source_class() -> type:
 
         @classmethod
         def _resolve(cls, raw_source: Any) -> DvcDatasetSource:
-            raise NotImplementedError
+            # MLflow's abstract API; never reached, since _can_resolve refuses every string
+            raise ValueError(
+                f"a dvc dataset source is built from a path and its md5, not from {raw_source!r}"
+            )
 
         def to_dict(self) -> dict[str, Any]:
             return {"path": self.path, "md5": self.md5}
