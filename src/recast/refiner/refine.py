@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from recast.refiner.check import (
     DEFAULT,
@@ -101,7 +101,7 @@ class Guard:
         return out
 
 
-_VERDICTS = ("rewrite", "copy", "answers", "drift", "degenerate")
+_VERDICTS: tuple[str, ...] = get_args(Verdict)  # every verdict, in the check's order
 
 
 def decode(
