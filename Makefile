@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 export MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 
-.PHONY: run test lint setup
+.PHONY: run reproduce test lint setup
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,22 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on the embedded defaults: packaged models, bundled real samples.
+# The main job on the embedded defaults (packaged models, bundled real samples): data ->
+# warm start -> CMA-ES -> fine-tuning -> promotion -> ours vs ORG -> the summary it prints.
+# DVC's own target: `dvc repro main` runs only the stages the main job depends on.
+MAIN_MODELS := smollm2-135m-instruct minilm-l6 qwen2.5-coder-1.5b-instruct
 run: $(VENV)/.installed
-	recast models fetch
-	dvc repro
-	recast data summary
-	dvc metrics show
-	recast refine "How do I keep basil fresh?"
+	@start=$$(date +%s); \
+	recast models fetch $(MAIN_MODELS) && dvc repro main && \
+	cat reports/main/summary.txt && \
+	echo "make run: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
+
+# Everything: baselines (BoN, SR, BPO, DPO), ablations, Align-Pro and its λ sweep, the report.
+reproduce: $(VENV)/.installed
+	@start=$$(date +%s); \
+	recast models fetch && dvc repro && \
+	cat reports/main/summary.txt && echo "report: reports/eval/report.md" && \
+	echo "make reproduce: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 
 test: $(VENV)/.installed
 	recast models fetch smollm2-135m-instruct minilm-l6

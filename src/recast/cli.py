@@ -470,6 +470,28 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
         out.print(table)
 
 
+@app.command("main")
+@reports_errors
+def main_job(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Print where the summary is, not the summary.")
+    ] = False,
+) -> None:
+    """The main job's last stage: ours vs ORG on every evaluation prompt, then the run's summary
+    (data, F(0) -> F(ξ*), rewrite and fallback rates, win / loss / tie, three examples)."""
+    from recast.evaluation.main_job import main_stage
+
+    p = _params(params, set_)
+    with console.status("main job: ours vs ORG") as status:
+        text = main_stage(p, lambda m: status.update(m))
+    if quiet:  # `dvc repro main` under `make run`, which prints the file itself
+        console.print(f"summary: {p.main.out_dir}/summary.txt", highlight=False)
+    else:
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("report")
 @reports_errors
 def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:

@@ -491,6 +491,21 @@ class ServeParams:
 
 
 @dataclass
+class MainParams:
+    """The main job (`make run`, DVC stage `main`): ours against ORG on every bundled evaluation
+    prompt with the evaluate section's judge, and a printed summary of the whole run."""
+
+    systems: list[str] = field(default_factory=lambda: ["org", "ours"])
+    """Systems answered and judged (ours against each other one)."""
+    out_dir: str = "reports/main"
+    """answers/, judgments/, results.json and summary.md."""
+    examples: int = 3
+    """x -> x' -> answers shown side by side (the first rewrite of each set, win or not)."""
+    width: int = 100
+    """Columns of the printed summary."""
+
+
+@dataclass
 class Params:
     """All of params.yaml."""
 
@@ -511,6 +526,7 @@ class Params:
     registry: RegistryParams = field(default_factory=RegistryParams)
     orchestration: OrchestrationParams = field(default_factory=OrchestrationParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    main: MainParams = field(default_factory=MainParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -675,6 +691,8 @@ RANGES: dict[str, Range] = {
     "registry.margin": NON_NEGATIVE,
     "registry.max_pairs": COUNT,
     "orchestration.workers": COUNT,
+    "main.examples": NON_NEGATIVE,
+    "main.width": Range(60),
 }
 """Range of every numeric key that has one (None, where a key allows it, is always fine)."""
 POPSIZE_RULES = ("paper", "pycma")

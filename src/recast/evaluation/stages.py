@@ -495,10 +495,16 @@ def evaluate_set(
 
 
 def evaluate_stage(
-    params: Params, log: Log = _quiet, map_sets: MapSets | None = None
+    params: Params,
+    log: Log = _quiet,
+    map_sets: MapSets | None = None,
+    *,
+    stage: str = "evaluate",
+    metrics_file: str = "eval.json",
 ) -> dict[str, Any]:
     """Every set through evaluate_set (in this process, or fanned out by `map_sets`), then the
-    judge's agreement with labels and the cells "ours vs X" per set and over all sets."""
+    judge's agreement with labels and the cells "ours vs X" per set and over all sets.
+    `stage` names the MLflow run and `metrics_file` the DVC metrics (the main job's own)."""
     ev = params.evaluate
     _check_inputs(params)
     if map_sets is None:  # one reward model, generator and judge for every set
@@ -575,9 +581,9 @@ def evaluate_stage(
         },
         "rewrites": _rewrites(per_set, ev.systems),
     }
-    result["mlflow_run_id"] = _track(params, result)
+    result["mlflow_run_id"] = _track(params, result, stage)
     io.write_json(Path(ev.out_dir) / "results.json", result)
-    io.write_json(METRICS_DIR / "eval.json", _flat_metrics(result))
+    io.write_json(METRICS_DIR / metrics_file, _flat_metrics(result))
     return {**result, "workers": {r.set: r.worker for r in per_set}}  # pids: not worth a file
 
 
@@ -605,19 +611,19 @@ def _flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _track(params: Params, result: dict[str, Any]) -> str | None:
+def _track(params: Params, result: dict[str, Any], stage: str = "evaluate") -> str | None:
     """An MLflow run `evaluate`: every cell, the judge's agreement, rewards and costs; tagged
     with the training run and refiner it judged, so each table cell traces back."""
     tracker = Tracker(params)
     summary = Path(params.refiner.out_dir) / "summary.json"
     tags = {
-        "stage": "evaluate",
+        "stage": stage,
         "judge": judge_name(params),
         "refiner": params.evaluate.refiner or "last round",
     }
     if summary.exists() and io.read_json(summary).get("mlflow_run_id"):
         tags["train_run_id"] = io.read_json(summary)["mlflow_run_id"]
-    with tracker.run("evaluate", tags=tags) as run_id:
+    with tracker.run(stage, tags=tags) as run_id:
         tracker.log_params({"evaluate": dataclasses.asdict(params.evaluate)})
         tracker.log_metrics({k.replace("/", "."): v for k, v in _flat_metrics(result).items()})
     return run_id

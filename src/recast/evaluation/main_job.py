@@ -1,0 +1,65 @@
+"""The main job's last stage (`recast main`, DVC stage `main`): ours against ORG on every
+bundled evaluation prompt with the configured judge, then the run's summary printed and saved.
+
+It is the evaluate stage restricted to main.systems and writing under main.out_dir, so the
+main job and the full reproduction judge in exactly the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recast import io
+from recast.config import Params
+from recast.data.stages import METRICS_DIR
+from recast.errors import RecastError
+from recast.evaluation.stages import eval_prompts, evaluate_stage
+from recast.evaluation.summary import examples, render
+
+
+def _read(path: Path, made_by: str) -> Any:
+    if not path.exists():
+        raise RecastError(f"{path} is missing: run `{made_by}` first (or `make run`)")
+    return io.read_json(path)
+
+
+def main_stage(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
+    """Evaluate main.systems (ours vs each), write main.out_dir/{results.json, summary.txt} and
+    metrics/main.json, and return the summary's text."""
+    m = params.main
+    if "ours" not in m.systems or "org" not in m.systems:
+        raise RecastError(f"main.systems={m.systems}: the main job compares 'ours' with 'org'")
+    p = dataclasses.replace(
+        params, evaluate=dataclasses.replace(params.evaluate, systems=m.systems, out_dir=m.out_dir)
+    )
+    result = evaluate_stage(p, log, stage="main", metrics_file="main.json")
+
+    out = Path(m.out_dir)
+    judged = io.read_json(out / "judgments" / "ours_vs_org.json")
+    outcomes: dict[str, list[str | None]] = defaultdict(list)
+    for row in judged:
+        outcomes[row["set"]].append(row["outcome"])
+    sets = {
+        name: {
+            "prompts": [e.prompt for e in eval_prompts(p, name)],
+            **{
+                system: io.read_json(out / "answers" / name / f"{system}.json")["answers"]
+                for system in ("org", "ours")
+            },
+        }
+        for name in p.evaluate.sets
+    }
+    data = {
+        "sources": _read(METRICS_DIR / "pairs.json", "dvc repro pairs")["sources"],
+        "sizes": _read(METRICS_DIR / "split.json", "dvc repro split")["sizes"],
+    }
+    train = _read(Path(params.refiner.out_dir) / "summary.json", "dvc repro train")
+    warm = None
+    if params.refiner.warm_start:
+        warm = _read(METRICS_DIR / "warmstart.json", "dvc repro warmstart")
+    text = render(data, train, warm, result, examples(sets, outcomes, m.examples), m.width)
+    io.write_text(out / "summary.txt", text + "\n")
+    return text
