@@ -20,18 +20,19 @@ setup: $(VENV)/.installed
 
 # The main job on the embedded defaults (packaged models, bundled real samples): data ->
 # warm start -> CMA-ES -> fine-tuning -> promotion -> ours vs ORG -> the summary it prints.
-# DVC's own target: `dvc repro main` runs only the stages the main job depends on.
+# DVC's own target: `dvc repro main` runs only the stages the main job depends on (here one
+# stage at a time, so that the time each took is printed; scripts/repro_times.py).
 MAIN_MODELS := smollm2-135m-instruct minilm-l6 qwen2.5-coder-1.5b-instruct
 run: $(VENV)/.installed
 	@start=$$(date +%s); \
-	recast models fetch $(MAIN_MODELS) && dvc repro main && \
+	recast models fetch $(MAIN_MODELS) && python scripts/repro_times.py main && \
 	cat reports/main/summary.txt && \
 	echo "make run: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 
 # Everything: baselines (BoN, SR, BPO, DPO), ablations, Align-Pro and its λ sweep, the report.
 reproduce: $(VENV)/.installed
 	@start=$$(date +%s); \
-	recast models fetch && dvc repro && \
+	recast models fetch && python scripts/repro_times.py && \
 	cat reports/main/summary.txt && echo "report: reports/eval/report.md" && \
 	echo "make reproduce: $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 

@@ -68,6 +68,12 @@ export MLFLOW_TRACKING_URI="$MLFLOW_TRACKING_URI"
 ENV
   echo "Prefect UI  http://127.0.0.1:$PREFECT_PORT   (worker on pool $POOL)"
   echo "MLflow UI   $MLFLOW_TRACKING_URI"
+  # MLflow 3.17's UI opens on its GenAI overview whatever the experiment's kind tag says (the
+  # GenAI / Model training switch is kept per browser): link the runs table itself.
+  local exp
+  exp=$("$BIN/python" -c "import mlflow; mlflow.set_tracking_uri('$MLFLOW_TRACKING_URI');
+e = mlflow.get_experiment_by_name('${RECAST_EXPERIMENT:-recast}'); print(e.experiment_id if e else '')" 2>/dev/null)
+  [[ -n $exp ]] && echo "runs table  $MLFLOW_TRACKING_URI/#/experiments/$exp/runs"
   echo "then:       source $DIR/env"
 }
 
