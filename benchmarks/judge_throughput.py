@@ -1,53 +1,43 @@
-"""Pairs per second of the default judge against the pointwise judge as it was, same run.
+"""Pairs per second of the default judge against today's pointwise judge, in the same run.
 
-"As it was" (before issue 11): P(Yes) from two scoring passes per answer (one for "Yes", one
-for "No"), whole answers, a tie margin of 0.05. The default (evaluate.judge_mode: ensemble or
-pointwise) reads both logits from one forward pass, in fp32, and cuts answers to
-evaluate.judge_max_answer_words; the ensemble adds the reward model (train it first:
-`recast reward`). Both judge the same real
-labelled pairs with the same model, loaded once; the agreement of each is printed beside its
-speed, so a faster judge that agrees less is visible. Usage:
+"Today" (main before this change): the pointwise judge as `judge_from` builds it (dtype auto:
+bf16 weights on a CPU with avx512_bf16, the Yes/No logits in fp32, one forward pass per answer,
+answers cut to evaluate.judge_max_answer_words, every whole prompt run) under OpenMP's default
+wait policy (threads spin 300,000 rounds at each barrier before sleeping). "Now": the same
+model and weights with the header and question's key/value cache shared by the answers to a
+question, and OpenMP threads that wait passively (recast sets OMP_WAIT_POLICY=PASSIVE). The
+wait policy is fixed when OpenMP starts, so each judge runs in its own process, one after the
+other, on the same labelled pairs; each prints its agreement and the two verdict lists are
+compared pair by pair. Usage:
 
-    python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_model=…]
+    python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
+
+With evaluate.judge_mode=ensemble "now" adds the reward model (train it first: `recast
+reward`); the baseline is always today's pointwise judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-
-from recast.config import load_params
-from recast.evaluation.agreement import measure, read_labelled_pairs
-from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
-from recast.evaluation.reward import RewardModel
-from recast.generator import make_generator
 
 BPO = Path("src/recast/data/samples/eval-samples/bpo_test.json")
 
 
-class Before(PointwiseJudge):
-    """The pointwise judge as it was: its tie margin applied to P(Yes), not to log-odds."""
-
-    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
-        return self.p_good(questions, answers)
-
-
-class TwoPasses:
-    """The judge backend without its one-pass method: P(Yes) costs two `score` passes."""
-
-    def __init__(self, backend: object) -> None:
-        self.score = backend.score  # type: ignore[attr-defined]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=Path, default=BPO, help="labelled pairs (BPO-test schema …)")
-    ap.add_argument("--n", type=int, default=20, help="first N pairs")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", action="append", default=[], help="params override (repeatable)")
-    args = ap.parse_args()
+def worker(args: argparse.Namespace) -> None:
+    """One judge in this process: its seconds, measurement and per-pair verdicts as JSON."""
+    from recast.config import load_params
+    from recast.evaluation.agreement import measure, read_labelled_pairs
+    from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
+    from recast.evaluation.reward import RewardModel
+    from recast.generator import make_generator
 
     params = load_params(args.params, args.set)
     ev = params.evaluate
@@ -56,36 +46,69 @@ def main() -> None:
         params.generator, backend=ev.judge_backend, model=ev.judge_model, dtype="auto"
     )
     backend = make_generator(spec)
-    pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
-    now: PointwiseJudge | EnsembleJudge = pointwise
-    if ev.judge_mode == "ensemble":  # the default: the reward model beside the LLM's log-odds
+    today = args.worker == "today"
+    pointwise = PointwiseJudge(
+        backend, ev.judge_tie_margin, ev.judge_max_answer_words, share_prefix=not today
+    )
+    judge: PointwiseJudge | EnsembleJudge = pointwise
+    if not today and ev.judge_mode == "ensemble":
         reward = RewardModel.load(Path(params.reward.out_dir) / "model")
-        now = EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
-    elif ev.judge_mode != "pointwise":
+        judge = EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
+    elif ev.judge_mode not in ("pointwise", "ensemble"):
         raise SystemExit(f"evaluate.judge_mode={ev.judge_mode}: this benchmark times LLM judges")
-    judges = {
-        "before: pointwise, 2 passes, whole answers, margin 0.05": Before(
-            TwoPasses(backend),  # type: ignore[arg-type]
-            tie_margin=0.05,
-            max_answer_words=None,
-        ),
-        f"now: {ev.judge_mode}, 1 pass, fp32, ≤{ev.judge_max_answer_words} words": now,
+    # warm-up on a prompt that shares no question with the pairs: first-call allocations
+    PointwiseJudge(backend, share_prefix=False).log_odds(["Say hi."], ["Hi."])
+    t0 = time.perf_counter()
+    m = measure(judge, pairs)
+    seconds = time.perf_counter() - t0
+    questions = [p.prompt for p in pairs]
+    s = judge.scores(questions * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    verdicts = [a > b for a, b in zip(s[: len(pairs)], s[len(pairs) :], strict=True)]
+    out = {"seconds": seconds, "n": len(pairs), "agreement": m.agreement, "ties": m.ties}
+    out |= {"verdicts": verdicts, "mode": "pointwise" if today else ev.judge_mode}
+    out |= {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": ev.judge_model}
+    Path(args.out).write_text(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=Path, default=BPO, help="labelled pairs (BPO-test schema …)")
+    ap.add_argument("--n", type=int, default=20, help="first N pairs")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", action="append", default=[], help="params override (repeatable)")
+    ap.add_argument("--worker", choices=["today", "now"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("today", "now"):
+            env = dict(os.environ)
+            if name == "today":  # libgomp's own default when OMP_WAIT_POLICY is unset
+                env.pop("OMP_WAIT_POLICY", None)
+                env["GOMP_SPINCOUNT"] = "300000"
+            out = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, __file__, "--worker", name, "--out", str(out)]
+            cmd += ["--pairs", str(args.pairs), "--n", str(args.n), "--params", args.params]
+            cmd += [x for s in args.set for x in ("--set", s)]
+            subprocess.run(cmd, env=env, check=True)
+            results[name] = json.loads(out.read_text())
+    today, now = results["today"], results["now"]
+    print(f"judge {now['model']}, {now['n']} labelled pairs from {args.pairs}")
+    rows = {
+        "today: pointwise, whole prompts, OpenMP default wait": today,
+        f"now: {now['mode']}, shared question prefix, passive wait": now,
     }
-    PointwiseJudge(backend).p_good([pairs[0].prompt], ["Yes."])  # warm-up: first-call allocations
-    print(f"judge {ev.judge_model} ({ev.judge_backend}), {len(pairs)} labelled pairs from "
-          f"{args.pairs}")  # fmt: skip
-    rates = {}
-    for name, judge in judges.items():
-        t0 = time.perf_counter()
-        m = measure(judge, pairs)
-        seconds = time.perf_counter() - t0
-        rates[name] = len(pairs) / seconds
+    for name, r in rows.items():
         print(
-            f"{name:<58} {rates[name]:6.3f} pairs/s ({seconds:6.1f} s)  agreement "
-            f"{100 * (m.agreement or 0):.0f}%  ties {100 * (m.ties or 0):.0f}%"
+            f"{name:<58} {r['n'] / r['seconds']:6.3f} pairs/s ({r['seconds']:6.1f} s)  "
+            f"agreement {100 * (r['agreement'] or 0):.0f}%  ties {100 * (r['ties'] or 0):.0f}%"
         )
-    before, now = rates.values()
-    print(f"speed-up: {now / before:.2f}x")
+    same = sum(a == b for a, b in zip(today["verdicts"], now["verdicts"], strict=True))
+    print(f"same verdict as today on {same} / {now['n']} pairs")
+    print(f"speed-up: {today['seconds'] / now['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ reads P(Yes) from the judge's scores instead of its text.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections import Counter
@@ -139,27 +140,48 @@ class PointwiseJudge:
     decides; measured on labels, a margin of 0.05 on p turned half of all pairs into ties).
 
     Answers are cut to `max_answer_words` first: the judge then reads the same budget of every
-    answer, which caps its cost and how much sheer length can sway it."""
+    answer, which caps its cost and how much sheer length can sway it.
+
+    With `share_prefix` (and a backend that takes `prefixes`, the local one), the prompt's
+    header and the question are run once and only each answer's part after them: the header
+    and question are about 40 % of a judge prompt's tokens, and every system's answer to a
+    question repeats them."""
 
     def __init__(
-        self, generator: Generator, tie_margin: float = 0.0, max_answer_words: int | None = 200
+        self,
+        generator: Generator,
+        tie_margin: float = 0.0,
+        max_answer_words: int | None = 200,
+        share_prefix: bool = True,
     ) -> None:
         self.generator, self.tie_margin = generator, tie_margin
-        self.max_answer_words = max_answer_words
+        self.max_answer_words, self.share_prefix = max_answer_words, share_prefix
         self.cache: dict[str, float] = {}  # "ours" meets every other system: score it once
 
     def prompt(self, question: str, answer: str) -> str:
         return POINTWISE.format(question=question, answer=cut(answer, self.max_answer_words))
+
+    @staticmethod
+    def prefixes(question: str) -> tuple[str, str]:
+        """The texts every POINTWISE prompt about `question` begins with: the fixed header,
+        then the header and the question."""
+        return POINTWISE.split("{question}")[0], POINTWISE.split("{answer}")[0].format(
+            question=question
+        )
 
     def log_odds(self, questions: list[str], answers: list[str]) -> list[float]:
         """log p(Yes) − log p(No) per answer: P(Yes)'s order without its saturation (two
         answers the judge both likes get P(Yes) of 0.99999 and 0.999999, which a margin or a
         z-score can no longer tell apart)."""
         prompts = [self.prompt(q, a) for q, a in zip(questions, answers, strict=True)]
+        question_of = dict(zip(prompts, questions, strict=True))
         todo = sorted(set(prompts) - set(self.cache))
         if todo:
             one_pass = getattr(self.generator, "first_token_logprobs", None)
-            if one_pass is not None:  # both logits from one forward pass
+            if one_pass is not None and self.share_prefix and _takes(one_pass, "prefixes"):
+                shared = [self.prefixes(question_of[p]) for p in todo]
+                yes, no = zip(*one_pass(todo, ["Yes", "No"], prefixes=shared), strict=True)
+            elif one_pass is not None:  # both logits from one forward pass
                 yes, no = zip(*one_pass(todo, ["Yes", "No"]), strict=True)
             else:  # a backend that only scores targets: one pass each (http, vLLM)
                 ce = self.generator.score(todo * 2, ["Yes"] * len(todo) + ["No"] * len(todo))
@@ -177,6 +199,11 @@ class PointwiseJudge:
 
     def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
         return judge_by_scores(self, questions, ours, other, self.tie_margin)
+
+
+def _takes(function: Any, argument: str) -> bool:
+    """Whether `function` accepts the keyword `argument` (backends differ)."""
+    return argument in inspect.signature(function).parameters
 
 
 class Scorer(Protocol):

@@ -64,6 +64,10 @@ class RewardModel(nn.Module):
         return self.head.weight.device
 
     def forward(self, questions: list[str], answers: list[str]) -> torch.Tensor:
+        return self.head(self.pool(questions, answers)).squeeze(-1)
+
+    def pool(self, questions: list[str], answers: list[str]) -> torch.Tensor:
+        """meanpool(encoder([x; y])) per (question, answer): the head's input."""
         batch = self.tokenizer(  # type: ignore[operator]
             questions,
             answers,
@@ -74,8 +78,21 @@ class RewardModel(nn.Module):
         ).to(self.device)
         hidden = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        return self.head(pooled).squeeze(-1)
+        return (hidden * mask).sum(1) / mask.sum(1)
+
+    def features(
+        self, questions: list[str], answers: list[str], batch_size: int = 32
+    ) -> torch.Tensor:
+        """`pool` for many pairs in eval mode, batched by length (padding costs as much as text
+        on a CPU): what a frozen encoder gives the head, computed once."""
+        self.eval()
+        order = sorted(range(len(answers)), key=lambda i: len(questions[i]) + len(answers[i]))
+        with torch.inference_mode():
+            out = torch.empty(len(answers), self.head.in_features, device=self.device)
+            for s in range(0, len(order), batch_size):
+                rows = order[s : s + batch_size]
+                out[rows] = self.pool([questions[i] for i in rows], [answers[i] for i in rows])
+        return out.clone()  # outside inference mode: the head's training differentiates on it
 
     def nuisance(self, answers: list[str]) -> torch.Tensor:
         """β·log(1 + |y|) in words: the part of a training reward that length alone explains."""
@@ -161,6 +178,49 @@ def train_reward(
             if model.length_nuisance:
                 r = r + model.nuisance(answers)
             loss = bt_loss(r[: len(batch)], r[len(batch) :])
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            losses.append(loss.item())
+            on_step(len(losses), losses[-1])
+    model.eval()
+    return losses
+
+
+def train_head(
+    model: RewardModel,
+    pairs: list[PreferencePair],
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] = lambda step, loss: None,
+) -> list[float]:
+    """Eq. 4 with the encoder frozen: every answer's pooled features are computed once, then
+    only the head (and β with the length nuisance) is fitted, so a hundred steps take a
+    fraction of a second instead of half an hour of MiniLM backward passes on a CPU; the model
+    saves and scores exactly as a fine-tuned one. Returns the loss per step."""
+    torch.manual_seed(seed)
+    n = len(pairs)
+    questions = [p.prompt for p in pairs]
+    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    feats = model.features(questions * 2, answers)
+    length = torch.log1p(torch.tensor([len(a.split()) for a in answers], dtype=torch.float))
+    params: list[dict] = [{"params": list(model.head.parameters())}]
+    if model.length_nuisance:
+        params.append({"params": [model.beta], "weight_decay": 0.0})
+    optim = torch.optim.AdamW(params, lr=lr)
+    rng = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=rng)
+        for s in range(0, n, batch_size):
+            rows = order[s : s + batch_size]
+            both = torch.cat([rows, rows + n])
+            r = model.head(feats[both]).squeeze(-1)
+            if model.length_nuisance:
+                r = r + model.beta * length[both].to(r.device)
+            loss = bt_loss(r[: len(rows)], r[len(rows) :])
             optim.zero_grad()
             loss.backward()
             optim.step()

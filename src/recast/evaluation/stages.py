@@ -41,6 +41,7 @@ from recast.evaluation.reward import (
     RewardModel,
     pairwise_accuracy,
     prefers_longer,
+    train_head,
     train_reward,
 )
 from recast.evaluation.sr import speculative_rejection
@@ -70,7 +71,10 @@ def reward_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
     log(f"reward model: {rp.encoder} + scalar head on {len(train)} pairs")
     model = RewardModel.from_encoder(rp.encoder, rp.max_length, rp.length_nuisance)
     start = time.perf_counter()
-    losses = train_reward(model, train, rp.epochs, rp.lr, rp.batch_size, rp.seed)
+    if rp.train_encoder:
+        losses = train_reward(model, train, rp.epochs, rp.lr, rp.batch_size, rp.seed)
+    else:  # frozen encoder: seconds_per_100_steps below includes the one-off feature pass
+        losses = train_head(model, train, rp.head_epochs, rp.head_lr, rp.batch_size, rp.seed)
     seconds = time.perf_counter() - start
     out = Path(rp.out_dir)
     model.save(out / "model")
@@ -80,6 +84,7 @@ def reward_stage(params: Params, log: Log = _quiet) -> dict[str, Any]:
         "final_loss": float(np.mean(losses[-10:])),
         "steps": len(losses),
         "seconds_per_100_steps": 100 * seconds / max(len(losses), 1),
+        "train_seconds": seconds,
         "length_coef": float(model.beta),
         "train_accuracy": pairwise_accuracy(model, train[:256]),
         "dev_accuracy": pairwise_accuracy(model, dev),

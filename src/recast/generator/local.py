@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,8 +39,22 @@ def _batches(
         yield batch
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):  # stops at the shorter
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LocalGenerator:
     """A frozen causal LM behind `generate` / `score`; nothing outside reaches its weights."""
+
+    prefix_cache_size = 64
+    """Prompt prefixes whose key/value caches are kept (a 1.5B model's 60-token question
+    prefix is about 2 MB in bf16): a set's questions fit, so each is computed once per set."""
 
     def __init__(self, params: GeneratorParams, model: Any = None, tokenizer: Any = None) -> None:
         self.params = params
@@ -48,6 +64,9 @@ class LocalGenerator:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = next(self.model.parameters()).device
+        # token prefix -> per-layer (keys, values): see first_token_logprobs(prefixes=…)
+        self._kv_cache: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]]
+        self._kv_cache = OrderedDict()
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
         ids = [chat_ids(self.tokenizer, p) for p in prompts]
@@ -171,36 +190,129 @@ class LocalGenerator:
         return scores
 
     @torch.inference_mode()
-    def first_token_logprobs(self, prompts: list[str], options: list[str]) -> list[list[float]]:
+    def first_token_logprobs(
+        self,
+        prompts: list[str],
+        options: list[str],
+        prefixes: list[tuple[str, ...]] | None = None,
+    ) -> list[list[float]]:
         """log p(option's first token | chat(prompt)) for every option, from one forward pass
         per prompt: a Yes/No judge needs both logits at the same position, not a pass each.
 
         The options' logits are projected in fp32 whatever the model's dtype: a bf16 logit of
         about 20 is only resolved to 0.125, and two different answers then got the identical
         P(Yes). Only the normalizer (logsumexp over the vocabulary) comes from the model's own
-        dtype, and it cancels in any difference of two options' log-probabilities."""
+        dtype, and it cancels in any difference of two options' log-probabilities.
+
+        `prefixes[i]`: texts that prompts[i] begins with, shortest first (a judge's fixed
+        header, then header + question). Their key/value caches are computed once, kept for
+        later calls, and only the rest of each prompt is run (see `_prefix_kv`)."""
+        index = torch.tensor(self._first_tokens(options), device=self.device)
+        heads = self._encode(prompts)
+        if prefixes is not None:
+            return self._first_token_logprobs_shared(heads, prefixes, index)
+
+        def run(batch: list[int]) -> list[list[float]]:
+            ids, mask = self._pad([heads[i] for i in batch], left=False)
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            last = torch.tensor([len(heads[i]) - 1 for i in batch], device=self.device)
+            rows = torch.arange(len(batch), device=self.device)
+            return self._option_logprobs(hidden[rows, last], index)
+
+        return self._by_length(heads, run)
+
+    def _first_tokens(self, options: list[str]) -> list[int]:
         first = []
         for option in options:
             ids = self.tokenizer(option, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise GeneratorError(f"first_token_logprobs: option {option!r} has no tokens")
             first.append(ids[0])
-        heads = self._encode(prompts)
-        index = torch.tensor(first, device=self.device)
+        return first
 
-        def run(batch: list[int]) -> list[list[float]]:
-            ids, mask = self._pad([heads[i] for i in batch], left=False)
-            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-            last = torch.tensor([len(heads[i]) - 1 for i in batch], device=self.device)
-            h = hidden[torch.arange(len(batch), device=self.device), last]
-            head = self.model.get_output_embeddings()
-            norm = torch.logsumexp(head(h).float(), dim=-1, keepdim=True)
-            chosen = h.float() @ head.weight[index].float().T  # the options' logits in fp32
-            if head.bias is not None:
-                chosen = chosen + head.bias[index].float()
-            return (chosen - norm).tolist()
+    def _option_logprobs(self, h: torch.Tensor, index: torch.Tensor) -> list[list[float]]:
+        """log-probabilities of the tokens `index` from last hidden states `h` (rows)."""
+        head = self.model.get_output_embeddings()
+        norm = torch.logsumexp(head(h).float(), dim=-1, keepdim=True)
+        chosen = h.float() @ head.weight[index].float().T  # the options' logits in fp32
+        if head.bias is not None:
+            chosen = chosen + head.bias[index].float()
+        return (chosen - norm).tolist()
 
-        return self._by_length(heads, run)
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        """The decoder's keyword for a key/value cache: `cache` in recent transformers 5
+        (`past_key_values` is deprecated there), `past_key_values` before."""
+        forward = inspect.signature(self.model.get_decoder().forward).parameters
+        return {"cache" if "cache" in forward else "past_key_values": cache}
+
+    def _prefix_kv(self, levels: list[tuple[int, ...]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (keys, values) of the longest of `levels` (nested token prefixes, shortest
+        first), each level extended from the one before and kept in an LRU cache: the judge's
+        header is computed once per process, a question once however many answers it has."""
+        from transformers import DynamicCache
+
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        done = 0
+        for ids in levels:
+            if len(ids) <= done:
+                continue
+            cached = self._kv_cache.get(ids)
+            if cached is None:
+                cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+                new = torch.tensor([ids[done:]], device=self.device)
+                self.model.get_decoder()(input_ids=new, use_cache=True, **self._with_cache(cache))
+                cached = [(layer.keys, layer.values) for layer in cache.layers]
+                self._kv_cache[ids] = cached
+                while len(self._kv_cache) > self.prefix_cache_size:
+                    self._kv_cache.popitem(last=False)
+            self._kv_cache.move_to_end(ids)
+            kv, done = cached, len(ids)
+        return kv
+
+    def _first_token_logprobs_shared(
+        self, heads: list[list[int]], prefixes: list[tuple[str, ...]], index: torch.Tensor
+    ) -> list[list[float]]:
+        from transformers import DynamicCache
+
+        if len(prefixes) != len(heads):
+            raise GeneratorError(f"{len(heads)} prompts but {len(prefixes)} prefix tuples")
+        # A level's tokens are the longest common prefix of the full prompt's tokens and of the
+        # level text's: the same ids give the same keys and values, whatever the tokenizer
+        # does at the boundary. At least one token of each prompt is left to run.
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for i, (head, texts) in enumerate(zip(heads, prefixes, strict=True)):
+            levels = []
+            for text in texts:
+                n = _common_prefix(head[: len(head) - 1], chat_ids(self.tokenizer, text))
+                levels.append(tuple(head[:n]))
+            groups.setdefault(tuple(levels), []).append(i)
+        out: list[list[float]] = [[] for _ in heads]
+        budget = self.params.max_batch_tokens or (16384 if self.device.type == "cuda" else 1024)
+        for levels, members in groups.items():
+            kv = self._prefix_kv(list(levels))
+            start = max((len(ids) for ids in levels), default=0)
+            rests = {i: heads[i][start:] for i in members}
+            order = sorted(members, key=lambda i: len(rests[i]))
+            lengths = [len(rests[i]) for i in order]
+            for batch in _batches(order, lengths, self.params.batch_size, budget):
+                ids, mask = self._pad([rests[i] for i in batch], left=False)
+                b = len(batch)
+                # the prefix's rows are views, not copies: the cache concatenates onto them
+                rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
+                cache = DynamicCache(ddp_cache_data=rows_kv) if kv else DynamicCache()
+                full = torch.cat(
+                    [torch.ones((b, start), dtype=mask.dtype, device=self.device), mask], 1
+                )
+                hidden = self.model.get_decoder()(
+                    input_ids=ids, attention_mask=full, use_cache=True, **self._with_cache(cache)
+                ).last_hidden_state
+                last = torch.tensor([len(rests[i]) - 1 for i in batch], device=self.device)
+                rows = self._option_logprobs(
+                    hidden[torch.arange(b, device=self.device), last], index
+                )
+                for i, row in zip(batch, rows, strict=True):
+                    out[i] = row
+        return out
 
     def close(self) -> None:
         self.model = None

@@ -1,0 +1,65 @@
+"""The judge's speed levers change no verdict: the shared question prefix gives the full pass's
+log-odds, and the reward model trained on frozen features still beats chance on real pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from recast.evaluation.agreement import read_labelled_pairs
+from recast.evaluation.judge import PointwiseJudge
+
+BPO = SAMPLES / "eval-samples" / "bpo_test.json"
+
+
+@pytest.mark.slow
+def test_shared_prefix_log_odds_equal_the_full_pass(smollm2: str) -> None:
+    """Header and question run once (and kept for the next call), each answer's rest on that
+    cache: the same log-odds as running every whole prompt, on real BPO-test pairs."""
+    from recast.config import GeneratorParams
+    from recast.generator.local import LocalGenerator
+
+    generator = LocalGenerator(GeneratorParams(model=smollm2, batch_size=4))
+    pairs = read_labelled_pairs(BPO, limit=4)
+    questions = [p.prompt for p in pairs] * 2
+    answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    full = PointwiseJudge(generator, share_prefix=False).log_odds(questions, answers)
+    shared = PointwiseJudge(generator).log_odds(questions, answers)
+    assert np.allclose(shared, full, atol=1e-4)
+    assert len(set(np.round(full, 4))) == len(full)  # the answers are told apart
+    # the header once, then one entry per question
+    assert len(generator._kv_cache) == 1 + len(pairs)
+    header = min(generator._kv_cache, key=len)
+    assert all(key[: len(header)] == header for key in generator._kv_cache)
+
+    # a later call (another system's answers to the same questions) reuses the cached prefixes
+    later = PointwiseJudge(generator, max_answer_words=30)
+    cut = later.log_odds(questions[:4], answers[:4])
+    assert len(generator._kv_cache) == 1 + len(pairs)
+    reference = PointwiseJudge(generator, max_answer_words=30, share_prefix=False)
+    assert np.allclose(cut, reference.log_odds(questions[:4], answers[:4]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_head_only_reward_model_beats_chance_on_held_out_pairs(minilm: str) -> None:
+    """The frozen-encoder reward model (features computed once, the head fitted on them) ranks
+    held-out real Alpaca-GPT4 pairs better than a coin, and saves and scores like the
+    fine-tuned one: `score` gives the rewards the head was trained on."""
+    import torch
+
+    from recast.data import alpaca_gpt4
+    from recast.data.raw import read_records
+    from recast.evaluation.reward import RewardModel, pairwise_accuracy, train_head
+    from recast.records import PreferencePair
+
+    path = SAMPLES / "alpaca-gpt4" / "comparison_gpt4_data_en.json"
+    pairs = [p for p in alpaca_gpt4.to_pairs(read_records(path)) if isinstance(p, PreferencePair)]
+    train, held_out = pairs[:64], pairs[64:104]
+    assert len(held_out) == 40
+    model = RewardModel.from_encoder(minilm, max_length=96)
+    encoder = [p.detach().clone() for p in model.encoder.parameters()]
+    losses = train_head(model, train, epochs=30, lr=1e-3, batch_size=16)
+    assert len(losses) == 30 * 4 and np.mean(losses[-4:]) < np.mean(losses[:4])
+    assert all(torch.equal(a, b) for a, b in zip(encoder, model.encoder.parameters(), strict=True))
+    assert pairwise_accuracy(model, held_out) > 0.6
