@@ -146,7 +146,8 @@ def test_gap_is_paired_over_the_same_queries() -> None:
 
 def test_kl_of_the_prompter_to_itself_is_zero(prompter_params, tiny_lm: str) -> None:
     queries = [p.prompt for p in PAIRS[:2]]
-    assert prompter_kl(prompter_params, tiny_lm, tiny_lm, queries) == pytest.approx(0.0, abs=1e-5)
+    kl = prompter_kl(prompter_params.prompter, tiny_lm, tiny_lm, queries)
+    assert kl == pytest.approx(0.0, abs=1e-5)
 
 
 def test_train_prompter_runs_grpo_and_measures_the_gaps(prompter_params, in_tmp: Path) -> None:
@@ -163,7 +164,7 @@ def test_train_prompter_runs_grpo_and_measures_the_gaps(prompter_params, in_tmp:
     pp = prompter_params.prompter
     dev = [p.prompt for p in load_split(prompter_params, "dev")][: pp.dev_size]
     rho = str(in_tmp / "runs" / "prompter" / "model")
-    again = prompter_kl(prompter_params, rho, pp.model, dev)
+    again = prompter_kl(pp, rho, pp.model, dev)
     assert result["kl_to_sft"] == pytest.approx(again, abs=1e-5)
     saved = json.loads((in_tmp / "runs" / "prompter" / "result.json").read_text())
     assert saved["J_prompter"] == result["J_prompter"]

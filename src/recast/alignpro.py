@@ -100,7 +100,7 @@ def grpo(
     queries: list[str],
     prompt_of: Callable[[str], str],
     reward_fn: Callable[..., list[float]],
-    params: Params,
+    pp: PrompterParams,
     lam: float,
     steps: int,
     out: Path,
@@ -112,7 +112,6 @@ def grpo(
 
     from recast.models.load import load_causal_lm, pick_device
 
-    pp = params.prompter
     device = pick_device(pp.device)
     model, tokenizer = load_causal_lm(model_spec, "float32", device)
     data = Dataset.from_list(
@@ -140,10 +139,14 @@ def grpo(
 
 
 def returns(
-    params: Params, reward: RewardModel, queries: list[str], sent: list[str], generator: Generator
+    pp: PrompterParams,
+    reward: RewardModel,
+    queries: list[str],
+    sent: list[str],
+    generator: Generator,
 ) -> list[float]:
     """r(x, y) per query with y ~ π(·|sent): one sample each, the paper's evaluation sampling."""
-    answers = generator.generate(sent, eval_sampling(params.prompter))
+    answers = generator.generate(sent, eval_sampling(pp))
     return reward.score(queries, answers)
 
 
@@ -173,7 +176,7 @@ def mean_return(params: Params, spec: str, queries: list[str]) -> float:
     generator = make_generator(params.generator)
     try:
         sent = rewrite(params.prompter, params.generator, spec, queries)
-        return float(np.mean(returns(params, reward, queries, sent, generator)))
+        return float(np.mean(returns(params.prompter, reward, queries, sent, generator)))
     finally:
         generator.close()
 
@@ -211,16 +214,14 @@ def train(
     try:
         guard = Guard.from_params(params.refiner)
         fn = GeneratorReward(generator, reward, answer, guard)
-        log = grpo(
-            pp.model, train, lambda q: PROMPTER.format(query=q), fn, params, lam, pp.steps, out
-        )
+        log = grpo(pp.model, train, lambda q: PROMPTER.format(query=q), fn, pp, lam, pp.steps, out)
         seconds = time.perf_counter() - t0
-        j_frozen = returns(params, reward, dev, dev, generator)
-        j_sft = returns(params, reward, dev, _rewrite(params, pp.model, dev), generator)
-        j_rho = returns(params, reward, dev, _rewrite(params, str(out / "model"), dev), generator)
+        j_frozen = returns(pp, reward, dev, dev, generator)
+        j_sft = returns(pp, reward, dev, _rewrite(params, pp.model, dev), generator)
+        j_rho = returns(pp, reward, dev, _rewrite(params, str(out / "model"), dev), generator)
     finally:
         generator.close()
-    kl = prompter_kl(params, str(out / "model"), pp.model, dev)
+    kl = prompter_kl(pp, str(out / "model"), pp.model, dev)
     result: dict[str, Any] = {
         "lambda": lam,
         "steps": len(log),
@@ -245,7 +246,7 @@ def train(
     if oracle:
         oracle_dir = out / "oracle"
         grpo(
-            params.generator.model, train, lambda q: q, AnswerReward(reward), params, lam,
+            params.generator.model, train, lambda q: q, AnswerReward(reward), pp, lam,
             pp.oracle_steps, oracle_dir,
         )  # fmt: skip
         tuned = make_generator(
@@ -254,7 +255,7 @@ def train(
             )
         )
         try:
-            j_oracle = returns(params, reward, dev, dev, tuned)
+            j_oracle = returns(pp, reward, dev, dev, tuned)
         finally:
             tuned.close()
         result["J_oracle"] = float(np.mean(j_oracle))
@@ -263,14 +264,14 @@ def train(
 
 
 @torch.inference_mode()
-def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) -> float:
+def prompter_kl(pp: PrompterParams, spec: str, ref_spec: str, queries: list[str]) -> float:
     """KL(ρ ‖ ρ_sft) on the dev queries, estimated from x' sampled from ρ (training sampling)."""
     from recast.generator.local import chat_ids
     from recast.models.load import load_causal_lm
 
-    rho, tokenizer = load_causal_lm(spec, "float32", params.prompter.device)
-    ref, _ = load_causal_lm(ref_spec, "float32", params.prompter.device)
-    torch.manual_seed(params.prompter.seed)
+    rho, tokenizer = load_causal_lm(spec, "float32", pp.device)
+    ref, _ = load_causal_lm(ref_spec, "float32", pp.device)
+    torch.manual_seed(pp.seed)
     values = []
     for q in queries:
         head = torch.tensor([chat_ids(tokenizer, PROMPTER.format(query=q))], device=rho.device)
@@ -278,8 +279,8 @@ def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) ->
             input_ids=head,
             attention_mask=torch.ones_like(head),
             do_sample=True,
-            temperature=params.prompter.temperature,
-            max_new_tokens=params.prompter.max_new_tokens,
+            temperature=pp.temperature,
+            max_new_tokens=pp.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
         tokens = seq[:, head.shape[1] :]

@@ -182,7 +182,7 @@ class RefinerParams:
     """Per-round outputs: ξ*, fitness curves, pseudo-labels, checkpoints."""
     guard: bool = True
     """The rewrite check (recast.refiner.check) guards the generator: an x' that answers,
-    drifts or is degenerate is scored as x in the CMA-ES fitness (Eq. 10-11), replaced by x as
+    drifts or is degenerate is scored as x in the CMA-ES fitness (Eq. 11, Alg. 1), replaced by x as
     a pseudo-label x*, and sent as x at inference (`recast refine`, evaluation, serve). False is
     the paper (verdicts are still counted). See docs/method.md, "The rewrite guard"."""
     check_encoder: str | None = "minilm-l6"
@@ -435,7 +435,7 @@ class RegistryParams:
     gate_split: str = "dev"
     """Split the challenger and the champion are compared on (train, es or dev)."""
     gate_metric: str = "dev_fitness"
-    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 10 for the
+    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 11's F for the
     unbiased refiner, e^b without CMA-ES bias; not the search's ξ = 0), lower is better."""
     margin: float = 0.0
     """The challenger must beat the champion by more than this (nats for dev_fitness)."""

@@ -1,4 +1,4 @@
-"""Fan-out of a CMA-ES population past one machine: each candidate ξ's F(ξ) (Eq. 10) becomes one
+"""Fan-out of a CMA-ES population past one machine: each candidate ξ's F(ξ) (Eq. 11) becomes one
 job that any worker process can run, given only picklable inputs.
 
 The search process maps ξ to its latent embeddings (Eq. 9) itself, so a worker needs no

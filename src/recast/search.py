@@ -1,4 +1,4 @@
-"""CMA-ES over ξ with the black-box generator's cross-entropy as fitness (Eq. 10-11).
+"""CMA-ES over ξ with the black-box generator's cross-entropy as fitness (Eq. 11, Algorithm 1).
 
 The ask/tell loop, stated plainly:
 
@@ -164,7 +164,7 @@ class Fitness:
         return out
 
     def __call__(self, xis: list[np.ndarray]) -> list[float]:
-        """F(ξ) of Eq. 10 for each candidate ξ, through the embeddings of Eq. 9."""
+        """F(ξ) (Eq. 11, Alg. 1 lines 13-17) for each candidate ξ, through Eq. 9's embeddings."""
         if self.space is None:
             raise SearchError("this Fitness has no search space: call score_embeddings")
         return self.score_embeddings(self.space.embeddings(np.stack(xis)))

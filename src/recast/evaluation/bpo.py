@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from recast.config import Params
+from recast.config import BpoParams, GeneratorParams
 from recast.generator import make_generator
 from recast.generator.base import Sampling
 from recast.refiner.teacher import TEACHER, Rewrite, extract_rewrite
@@ -26,16 +26,15 @@ OPTIMIZE = "Rewrite this instruction so that an AI assistant answers it well:\n\
 SCHEMA = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("optimized", pa.string())])
 
 
-def fit(params: Params, kept: list[Rewrite], out: Path) -> list[dict[str, Any]]:
-    """Fine-tune bpo.model (TRL SFT) to map x to the teacher's kept x'; the optimizer is saved
-    to out/model. Returns TRL's log rows with a loss."""
+def fit(bp: BpoParams, device: str, kept: list[Rewrite], out: Path) -> list[dict[str, Any]]:
+    """Fine-tune bpo.model (TRL SFT) on `device` (generator.device) to map x to the teacher's
+    kept x'; the optimizer is saved to out/model. Returns TRL's log rows with a loss."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from recast.models.load import load_causal_lm, pick_device
 
-    bp = params.bpo
-    device = pick_device(params.generator.device)
+    device = pick_device(device)
     model, tokenizer = load_causal_lm(bp.model, "float32", device)
     data = Dataset.from_list(
         [
@@ -64,20 +63,21 @@ def kept_table(kept: list[Rewrite]) -> pa.Table:
     return pa.Table.from_pylist(rows, SCHEMA)
 
 
-def optimize(params: Params, questions: list[str]) -> list[str]:
-    """BPO(x) for each query, greedy; an empty output falls back to the query itself."""
-    path = Path(params.bpo.out_dir) / "model"
+def optimize(bp: BpoParams, generator: GeneratorParams, questions: list[str]) -> list[str]:
+    """BPO(x) for each query, greedy, by the optimizer under bpo.out_dir run locally with the
+    generator section's other settings; an empty output falls back to the query itself."""
+    path = Path(bp.out_dir) / "model"
     if not (path / "config.json").exists():
         from recast.errors import RecastError
 
         raise RecastError(f"no BPO optimizer at {path}: run `recast bpo` first")
     optimizer = make_generator(
-        dataclasses.replace(params.generator, backend="local", model=str(path), dtype="float32")
+        dataclasses.replace(generator, backend="local", model=str(path), dtype="float32")
     )
     try:
         out = optimizer.generate(
             [OPTIMIZE.format(prompt=q) for q in questions],
-            Sampling(max_new_tokens=params.bpo.max_new_tokens, temperature=0.0),
+            Sampling(max_new_tokens=bp.max_new_tokens, temperature=0.0),
         )
     finally:
         optimizer.close()

@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recast.config import Params
+from recast.config import DpoParams, GeneratorParams
 from recast.records import PreferencePair
 from recast.trl_run import save_policy, trainer_args
 
 
-def fit(params: Params, pairs: list[PreferencePair], out: Path) -> list[dict[str, Any]]:
+def fit(
+    dp: DpoParams, generator: GeneratorParams, pairs: list[PreferencePair], out: Path
+) -> list[dict[str, Any]]:
     """Fine-tune a copy of the generator (dpo.model, default generator.model) with TRL's
     DPOTrainer on the pairs; saved under out/model. Returns TRL's log rows with a loss."""
     from datasets import Dataset
@@ -20,9 +22,8 @@ def fit(params: Params, pairs: list[PreferencePair], out: Path) -> list[dict[str
 
     from recast.models.load import load_causal_lm, pick_device
 
-    dp = params.dpo
-    spec = dp.model or params.generator.model
-    device = pick_device(params.generator.device)
+    spec = dp.model or generator.model
+    device = pick_device(generator.device)
     model, tokenizer = load_causal_lm(spec, "float32", device)  # fp32: stable on CPU
     data = Dataset.from_list(
         [  # conversational: TRL applies the model's chat template, as the generator does

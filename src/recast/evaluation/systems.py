@@ -209,7 +209,8 @@ def _rewritten(ctx: Context, name: str, questions: list[str], sent: list[str]) -
 
 @system("bpo", _trained_key("bpo"))
 def _bpo(ctx: Context, questions: list[str]) -> Answers:
-    return _rewritten(ctx, "bpo", questions, optimize(ctx.params, questions))
+    sent = optimize(ctx.params.bpo, ctx.params.generator, questions)
+    return _rewritten(ctx, "bpo", questions, sent)
 
 
 @system("alignpro", _trained_key("prompter"))

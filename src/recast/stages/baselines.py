@@ -74,7 +74,7 @@ def bpo(params: Params) -> dict[str, Any]:
             f"the BPO teacher {bp.teacher} wrote no usable optimized query "
             f"(check verdicts: {dict(kept.verdicts)})"
         )
-    logs = bpo_lib.fit(params, kept.pairs, out)
+    logs = bpo_lib.fit(bp, params.generator.device, kept.pairs, out)
     metrics = {
         "pairs": len(pairs),
         "optimized_kept": len(kept.pairs),
@@ -99,7 +99,7 @@ def dpo(params: Params) -> dict[str, Any]:
     pairs = pairs[: dp.train_size] if dp.train_size else pairs
     out = Path(dp.out_dir)
     t0 = time.perf_counter()
-    logs = dpo_lib.fit(params, pairs, out)
+    logs = dpo_lib.fit(dp, params.generator, pairs, out)
     seconds = time.perf_counter() - t0
     metrics = {
         "pairs": len(pairs),

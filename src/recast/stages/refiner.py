@@ -19,6 +19,7 @@ from recast.distributed import MapFn, population_evaluator
 from recast.errors import RecastError
 from recast.generator import make_generator
 from recast.plots import write_fitness
+from recast.records import PreferencePair
 from recast.refiner import teacher
 from recast.refiner import warmstart as sft
 from recast.refiner.model import Refiner
@@ -29,7 +30,7 @@ from recast.tracking import Tracker
 from recast.training import Reporter
 
 
-def _train_pairs(params: Params) -> list[Any]:
+def _train_pairs(params: Params) -> list[PreferencePair]:
     """The first bpo.train_size pairs of D: the queries the teacher rewrites."""
     pairs = load_split(params, "train")
     return pairs[: params.bpo.train_size] if params.bpo.train_size else pairs
