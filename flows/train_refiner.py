@@ -1,7 +1,7 @@
 """Flow `train-refiner`: data stages, round 1's CMA-ES search, Algorithm 1's rounds, the
-evaluation, then the registry gate (with tracking on). The search and the rounds are subflows
-so that each runs its candidate-fitness tasks on the task runner params.orchestration names
-(local, Dask or Ray)."""
+baselines, the evaluation, then the registry gate (with tracking on). The search and the
+rounds are subflows so that each runs its candidate-fitness tasks on the task runner
+params.orchestration names (local, Dask or Ray)."""
 
 from __future__ import annotations
 
@@ -11,34 +11,33 @@ from prefect import flow
 
 from flows.build_data import build_data
 from flows.evaluate import evaluate
-from recast import runs
+from flows.train_baselines import train_baselines
 from recast.config import load_params
+from recast.stages import refiner as stages
 from tasks import refiner, runners
 
 
 @flow(name="cmaes-search")
 def cmaes_search(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """Round 1's search; resumes from its checkpoint when a worker restarts it."""
+    """Stage `search`: round 1's search; resumes from its checkpoint when a worker restarts it."""
     p = load_params(params_file, overrides or [])
-    return runs.search_stage(p, resume=True, fan_out=refiner.fan_out(p))
+    return stages.search(p, resume=True, fan_out=refiner.fan_out(p))
 
 
 @flow(name="train-rounds")
 def train_rounds(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """Algorithm 1's rounds: search -> pseudo-labels -> fine-tune, resuming finished rounds."""
+    """Stage `train`: Algorithm 1's rounds (search -> pseudo-labels x* -> fine-tune), resuming
+    finished rounds."""
     p = load_params(params_file, overrides or [])
-    return runs.train_stage(p, resume=True, fan_out=refiner.fan_out(p))
+    return stages.train(p, resume=True, fan_out=refiner.fan_out(p))
 
 
 @flow(name="warm-start")
 def warm_start(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     """The teacher's rewrites (reused where bpo.rewrites already holds them) and ρ_sft, the
     refiner that search and training start from with refiner.warm_start."""
-    from recast.refiner.teacher import rewrites_stage
-    from recast.refiner.warmstart import warmstart_stage
-
     p = load_params(params_file, overrides or [])
-    return {"rewrites": rewrites_stage(p), "warm_start": warmstart_stage(p)}
+    return {"rewrites": refiner.rewrites(p), "warm_start": refiner.warmstart(p)}
 
 
 @flow(name="train-refiner")
@@ -53,6 +52,7 @@ def train_refiner(
     if p.cmaes.enabled:
         search = cmaes_search.with_options(task_runner=runner)(params_file, overrides)
     trained = train_rounds.with_options(task_runner=runner)(params_file, overrides)
+    baselines = train_baselines(params_file, overrides)
     evaluated = evaluate(params_file, overrides)
     promoted = refiner.promote(p) if p.tracking.enabled else None
     return {
@@ -60,6 +60,7 @@ def train_refiner(
         "warm_start": warm,
         "search": search,
         "rounds": trained["rounds"],
+        "baselines": baselines,
         "evaluate": evaluated,
         "promote": promoted,
     }

@@ -21,7 +21,7 @@ from recast.config import load_params
 from recast.refiner.check import HARMFUL, VERDICTS
 from recast.refiner.model import Refiner
 from recast.refiner.refine import refine
-from recast.runs import load_split
+from recast.stages.common import load_split
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ ENV
   local exp
   exp=$("$BIN/python" -c "import mlflow; mlflow.set_tracking_uri('$MLFLOW_TRACKING_URI');
 e = mlflow.get_experiment_by_name('${RECAST_EXPERIMENT:-recast}'); print(e.experiment_id if e else '')" 2>/dev/null)
-  [[ -n $exp ]] && echo "runs table  $MLFLOW_TRACKING_URI/#/experiments/$exp/runs"
+  if [[ -n $exp ]]; then echo "runs table  $MLFLOW_TRACKING_URI/#/experiments/$exp/runs"; fi
   echo "then:       source $DIR/env"
 }
 

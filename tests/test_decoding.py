@@ -155,7 +155,6 @@ def test_the_fitness_decodes_with_the_refiners_rule(tiny_lm: str) -> None:
             assert len(refiner.tokenizer(text, add_special_tokens=False)["input_ids"]) <= cap + 2
 
 
-@pytest.mark.slow
 def test_smollm2_x_prime_ends_with_the_query(smollm2: str) -> None:
     """SmolLM2 on real training queries at n_g = 64: the paper's rule runs past the query
     (blank lines, n_g tokens, loops) on some; the query rule never does."""

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from recast.cli import app
 from recast.config import load_params
-from recast.data import stages
+from recast.stages import data as stages
 
 
 @pytest.fixture
@@ -115,8 +115,7 @@ def test_score_judges_always_give_a_verdict(
     eval_overrides: list[str], in_tmp: Path, mode: str
 ) -> None:
     from recast.evaluation.agreement import longer_wins
-    from recast.evaluation.report import report_stage
-    from recast.evaluation.stages import evaluate_stage, labelled_pairs, reward_stage
+    from recast.evaluation.stages import evaluate_stage, labelled_pairs, report_stage, reward_stage
 
     params = load_params(
         "params.yaml",

@@ -174,7 +174,6 @@ def test_select_best_and_best_of_n() -> None:
         best_of_n(generator, LengthReward(), QUESTIONS[:3], 3, Sampling(temperature=0.0))
 
 
-@pytest.mark.slow
 def test_reward_model_learns_real_preferences(minilm: str, tmp_path) -> None:
     pairs = real_pairs(32)
     model = RewardModel.from_encoder(minilm, max_length=64)

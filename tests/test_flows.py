@@ -12,7 +12,7 @@ from conftest import SAMPLES, tiny_eval
 
 from recast import io
 from recast.config import load_params
-from recast.data import stages
+from recast.stages import data as stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def on_dask(cluster: Any) -> list[str]:
 
 
 def test_build_data_flow_matches_the_stage_functions(
-    prefect_harness: None, in_tmp: Path, smollm2: str
+    prefect_harness: None, in_tmp: Path, smollm2_tokenizer: str
 ) -> None:
     from flows.build_data import build_data
 

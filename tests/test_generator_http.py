@@ -287,9 +287,8 @@ def test_concurrency(make_server: Callable[..., FakeServer]) -> None:
 
     srv = make_server(slow)
     with HttpGenerator(params([srv.url], concurrency=4)) as gen:
-        t0 = time.perf_counter()
         out = gen.generate([f"p{i}" for i in range(8)], Sampling())
-        elapsed = time.perf_counter() - t0
     assert out == [f"echo:p{i}" for i in range(8)]
-    assert elapsed < 1.2
+    # requests overlapped (more than one in flight), and never more than `concurrency`; counted
+    # by the server, not timed, so a busy machine cannot fail it
     assert 2 <= srv.max_in_flight <= 4

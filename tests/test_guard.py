@@ -1,4 +1,4 @@
-"""The rewrite guard where x' meets the generator: the CMA-ES fitness (Eq. 10-11), the search's
+"""The rewrite guard where x' meets the generator: the CMA-ES fitness (Eq. 11), the search's
 counts and checkpoint, and the one refine path (decode -> check -> guard)."""
 
 from __future__ import annotations

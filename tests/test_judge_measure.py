@@ -144,7 +144,6 @@ def test_ensemble_standardizes_each_scorer() -> None:
     assert s[0] == pytest.approx(s[1], abs=1e-9)
 
 
-@pytest.mark.slow
 def test_one_pass_yes_no_equals_two_passes(smollm2: str) -> None:
     """The same P(Yes) from one forward pass as from scoring "Yes" and "No" separately."""
     from recast.config import GeneratorParams
@@ -194,7 +193,6 @@ def test_length_controlled_win_rate_when_length_alone_explains_the_wins() -> Non
     assert lc == pytest.approx(80, abs=6)
 
 
-@pytest.mark.slow
 def test_length_nuisance_absorbs_length_and_stays_out_of_the_score(minilm: str) -> None:
     """On Alpaca-GPT4 pairs (the GPT-4 answer is the longer one in most), β·log(1 + |y|) takes
     a positive weight during training; `score` is the encoder's reward alone."""

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from recast.cli import app
 from recast.config import load_params
-from recast.data import stages
 from recast.evaluation.summary import examples, render, side_by_side
+from recast.stages import data as stages
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ def test_unfetched_alias_says_how_to_fetch(tmp_path: Path, monkeypatch: pytest.M
         resolve("qwen2.5-coder-0.5b-instruct")
 
 
-def test_spec_kinds(tmp_path: Path, smollm2: str) -> None:
+def test_spec_kinds(tmp_path: Path, smollm2_tokenizer: str) -> None:
+    smollm2 = smollm2_tokenizer  # resolved, never loaded
     assert resolve(smollm2).source == "packaged"
     assert resolve("HuggingFaceTB/SmolLM2-135M-Instruct").source == "hub"
     folder = registry.model_dir(smollm2)

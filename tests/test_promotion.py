@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from recast import io
 from recast.cli import app
 from recast.config import Params, load_params
-from recast.promotion import decide, promote
+from recast.promotion import decide
 from recast.records import pairs_table
 from recast.refiner.model import Refiner
+from recast.stages.promote import promote
 from recast.tracking import Tracker, trace
 
 
@@ -44,7 +45,7 @@ def registry(in_tmp: Path, tiny_lm: str) -> Params:
 
 
 def register(params: Params, folder: str) -> str:
-    """What `training.train` does at its end: log the refiner, register it as challenger."""
+    """What the `train` stage does at its end: log the refiner, register it as challenger."""
     tracker = Tracker(params)
     refiner = Refiner.load(folder)
     with tracker.run("train") as run_id:

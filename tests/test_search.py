@@ -23,7 +23,7 @@ from recast.errors import GeneratorError, RecastError
 from recast.generator.local import LocalGenerator
 from recast.records import PreferencePair, pairs_table
 from recast.refiner.model import Refiner
-from recast.search import STATE, SearchError, run_search
+from recast.search import STATE, Fitness, SearchError, run_search
 
 BIN = Path(sys.executable).parent
 
@@ -46,18 +46,25 @@ def test_empty_d_es_is_an_error(tiny_lm: str, tmp_path: Path) -> None:
         run_search(refiner, generator, [], CMAES, tmp_path, 8)
 
 
-def test_search_writes_result_and_finds_no_worse_than_start(tiny_lm: str, tmp_path: Path) -> None:
+def test_search_writes_result_and_its_best_is_the_fitness_of_xi_star(
+    tiny_lm: str, tmp_path: Path
+) -> None:
+    """ξ* and F(ξ*) belong together: F (Eq. 11) of the written ξ*, computed afresh, is the
+    best fitness the search reports (a search that kept the wrong candidate fails here)."""
     refiner = Refiner.load(tiny_lm)
     generator = LocalGenerator(GeneratorParams(model=tiny_lm))
     rows: list[dict] = []
+    pairs = real_pairs(6)
     result, space = run_search(
-        refiner, generator, real_pairs(6), CMAES, tmp_path, 8, on_iteration=rows.append
+        refiner, generator, pairs, CMAES, tmp_path, 8, on_iteration=rows.append
     )
     assert [r["iteration"] for r in rows] == [1, 2, 3]
     assert space.popsize == 7 and len(result.xi_star) == 32
     assert result.best_fitness == min(r["best"] for r in rows)
     assert json.loads((tmp_path / "result.json").read_text())["xi_star"] == result.xi_star
     assert all(np.isfinite([r["best"], r["mean"], r["sigma"]]).all() for r in rows)
+    (again,) = Fitness(refiner, generator, pairs, space, CMAES, 8)([np.asarray(result.xi_star)])
+    assert again == pytest.approx(result.best_fitness, abs=1e-4)
 
 
 def test_checkpoint_from_another_configuration_is_refused(tiny_lm: str, tmp_path: Path) -> None:

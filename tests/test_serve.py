@@ -584,7 +584,6 @@ def test_tiny_refiner_and_tiny_local_generator_end_to_end(tiny_lm: str) -> None:
     assert health["refiner"] == tiny_lm and health["upstream"] == f"local:{tiny_lm}"
 
 
-@pytest.mark.slow
 def test_tiny_refiner_in_front_of_smollm2(tiny_lm: str, smollm2: str) -> None:
     from recast.serve.run import build
 

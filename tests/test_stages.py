@@ -12,9 +12,9 @@ from conftest import SAMPLES, SHARED
 
 from recast import io
 from recast.config import Params, load_params
-from recast.data import stages
 from recast.errors import DataError, ValidationFailed
 from recast.records import pairs_from_table
+from recast.stages import data as stages
 
 
 def params_for(root: Path, *extra: str) -> Params:
@@ -29,7 +29,7 @@ def raw_copy(tmp_path: Path) -> Path:
     return root
 
 
-def test_build_on_bundled_samples(in_tmp: Path, smollm2: str) -> None:
+def test_build_on_bundled_samples(in_tmp: Path, smollm2_tokenizer: str) -> None:
     metrics = stages.build(params_for(SAMPLES))
     pairs = metrics["pairs"]
     assert set(pairs["sources"]) == {"hh_rlhf", "oasst1", "alpaca_gpt4"}
@@ -51,7 +51,7 @@ def test_build_on_bundled_samples(in_tmp: Path, smollm2: str) -> None:
     assert (in_tmp / "reports" / "validation" / "summary.json").exists()
 
 
-def test_splits_are_deterministic_from_the_seed(in_tmp: Path, smollm2: str) -> None:
+def test_splits_are_deterministic_from_the_seed(in_tmp: Path, smollm2_tokenizer: str) -> None:
     stages.build(params_for(SAMPLES))
     first = io.read_parquet("data/splits/es.parquet").column("id").to_pylist()
     stages.build(params_for(SAMPLES))
@@ -60,7 +60,7 @@ def test_splits_are_deterministic_from_the_seed(in_tmp: Path, smollm2: str) -> N
     assert io.read_parquet("data/splits/es.parquet").column("id").to_pylist() != first
 
 
-def test_build_from_shared_release_files(in_tmp: Path, smollm2: str) -> None:
+def test_build_from_shared_release_files(in_tmp: Path, smollm2_tokenizer: str) -> None:
     if not SHARED.exists():
         pytest.skip(f"the shared real data folder {SHARED} is not beside this checkout")
     metrics = stages.build(params_for(SHARED))
@@ -119,7 +119,7 @@ def _rewrite_hh(root: Path, edit) -> None:
 
 
 def test_malformed_record_stops_pairs_naming_field(
-    in_tmp: Path, raw_copy: Path, smollm2: str
+    in_tmp: Path, raw_copy: Path, smollm2_tokenizer: str
 ) -> None:
     _rewrite_hh(raw_copy, lambda rs: rs[3].pop("rejected"))
     p = params_for(raw_copy)
@@ -134,7 +134,7 @@ def test_malformed_record_stops_pairs_naming_field(
 
 
 def test_malformed_records_can_be_dropped_and_counted(
-    in_tmp: Path, raw_copy: Path, smollm2: str
+    in_tmp: Path, raw_copy: Path, smollm2_tokenizer: str
 ) -> None:
     def edit(rs: list) -> None:
         rs[3].pop("rejected")
@@ -148,7 +148,7 @@ def test_malformed_records_can_be_dropped_and_counted(
 
 
 def test_empty_strings_and_huge_prompts_are_dropped_by_reason(
-    in_tmp: Path, raw_copy: Path, smollm2: str
+    in_tmp: Path, raw_copy: Path, smollm2_tokenizer: str
 ) -> None:
     def edit(rs: list) -> None:
         head, _, _ = rs[0]["rejected"].rpartition("\n\nAssistant:")
@@ -167,7 +167,7 @@ def test_empty_strings_and_huge_prompts_are_dropped_by_reason(
     assert drops["prompt_too_long"] >= 1
 
 
-def test_split_refuses_unvalidated_or_changed_data(in_tmp: Path, smollm2: str) -> None:
+def test_split_refuses_unvalidated_or_changed_data(in_tmp: Path, smollm2_tokenizer: str) -> None:
     p = params_for(SAMPLES)
     stages.ingest(p.ingest)
     stages.build_pairs(p.ingest.out_dir, p.pairs)
@@ -182,7 +182,7 @@ def test_split_refuses_unvalidated_or_changed_data(in_tmp: Path, smollm2: str) -
         stages.split(p.pairs.out_dir, p.split)
 
 
-def test_too_small_for_es_size(in_tmp: Path, smollm2: str) -> None:
+def test_too_small_for_es_size(in_tmp: Path, smollm2_tokenizer: str) -> None:
     p = params_for(SAMPLES, "split.es_size=100000")
     with pytest.raises(DataError, match="lower split.es_size"):
         stages.build(p)
@@ -209,7 +209,7 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 
 
 def test_build_twice_gives_the_same_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_tokenizer: str
 ) -> None:
     """Same inputs, same bytes (DVC hashes them into dvc.lock), also from another folder: no
     time stamp, random id or absolute path in any output, GE's report included."""
@@ -226,7 +226,7 @@ def test_build_twice_gives_the_same_bytes(
 
 
 def test_failed_build_leaves_every_previous_output_whole(
-    in_tmp: Path, raw_copy: Path, smollm2: str
+    in_tmp: Path, raw_copy: Path, smollm2_tokenizer: str
 ) -> None:
     """A build from a new root whose third stage fails must not leave data/ingest from the new
     root beside data/pairs and data/splits from the old one: all stages are undone."""
@@ -241,7 +241,7 @@ def test_failed_build_leaves_every_previous_output_whole(
 
 
 def test_failed_validation_keeps_the_data_and_reports_the_failure(
-    in_tmp: Path, smollm2: str
+    in_tmp: Path, smollm2_tokenizer: str
 ) -> None:
     stages.build(params_for(SAMPLES))
     before = _outputs(in_tmp)
@@ -282,7 +282,7 @@ def test_stage_failing_after_its_first_file_keeps_the_previous_outputs(
 
 
 def test_over_long_eval_prompt_is_named_by_file_and_record(
-    in_tmp: Path, raw_copy: Path, smollm2: str
+    in_tmp: Path, raw_copy: Path, smollm2_tokenizer: str
 ) -> None:
     path = raw_copy / "eval-samples" / "bpo_test.json"
     records = json.loads(path.read_text())

@@ -19,7 +19,9 @@ from recast.data.fewshot import BPO_TEST_ITEMS, EXAMPLES, is_example
 from recast.errors import RecastError
 from recast.refiner import teacher
 from recast.refiner.teacher import Rewrite, extract_rewrite, keep
-from recast.refiner.warmstart import fits, start_spec, warm_start, warmstart_stage
+from recast.refiner.warmstart import fits, start_spec, warm_start
+from recast.stages.refiner import rewrites as rewrites_stage
+from recast.stages.refiner import warmstart as warmstart_stage
 
 BPO_TEST = json.loads((SAMPLES / "eval-samples" / "bpo_test.json").read_text())
 
@@ -84,8 +86,11 @@ def test_the_guard_keeps_rewrites_and_drops_copies_and_pasted_answers() -> None:
 def test_rewrites_are_read_from_the_stage_file_and_rewritten_when_stale(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    params = load_params(None, [])
+    from recast.records import pairs_table
+
     pairs = real_pairs(3)
+    io.write_parquet(in_tmp / "data/splits/train.parquet", pairs_table(pairs))
+    params = load_params(None, ["bpo.train_size=3", "refiner.check_encoder=null"])
     calls: list[int] = []
 
     def scripted(p: object, ps: list) -> tuple[list[dict[str, str]], float]:
@@ -93,21 +98,23 @@ def test_rewrites_are_read_from_the_stage_file_and_rewritten_when_stale(
         return [{"id": q.id, "x": q.prompt, "x_prime": q.prompt + "?", "raw": ""} for q in ps], 0.1
 
     monkeypatch.setattr(teacher, "_written", scripted)
-    first = teacher.rewrites(params, pairs, store=True)
+    assert rewrites_stage(params)["reused"] is False
     assert calls == [3] and Path(params.bpo.rewrites).exists()
-    assert teacher.rewrites(params, pairs) == first and calls == [3]  # read, not rewritten
+    first = teacher.rewrites(params, pairs)
+    assert calls == [3] and [r.x_prime for r in first] == [p.prompt + "?" for p in pairs]
+    assert rewrites_stage(params)["reused"] is True and calls == [3]  # read, not rewritten
     teacher.rewrites(params, pairs[:2])  # other queries: the file is stale for them
     assert calls == [3, 2]
     stored = io.read_json(params.bpo.rewrites)
-    assert len(stored["rows"]) == 3  # only the stage (store=True) writes the file
+    assert len(stored["rows"]) == 3  # only the stage writes the file
 
 
 def test_bpo_learns_only_the_teacher_rewrites_the_check_keeps(in_tmp: Path, tiny_lm: str) -> None:
     """`recast bpo` on a stored teacher file for 6 real HH-RLHF queries: 2 rewrites, 2 copies
     and 2 x' that paste y+ after x. With the guard the optimizer's data are the 2 rewrites, and
     the metrics count every verdict."""
-    from recast.evaluation.bpo import bpo_stage
     from recast.records import pairs_table
+    from recast.stages.baselines import bpo as bpo_stage
 
     pairs = real_pairs(6)
     io.write_parquet(in_tmp / "data/splits/train.parquet", pairs_table(pairs))

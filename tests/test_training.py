@@ -14,6 +14,7 @@ from recast.config import load_params
 from recast.generator.local import LocalGenerator
 from recast.records import pairs_table
 from recast.refiner.model import Refiner
+from recast.stages.refiner import register_challenger
 from recast.training import Reporter, finetune, pseudo_labels, train
 
 
@@ -81,7 +82,7 @@ def test_rounds_write_their_outputs_and_resume(tiny_lm: str, tmp_path: Path) -> 
     iterations: list[tuple[int, int]] = []
     report = Reporter(iteration=lambda r, row: iterations.append((r, row["iteration"])))
     gen = LocalGenerator(p.generator)
-    summary = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report)
+    summary = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report).summary
     assert iterations == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for s in (1, 2):
@@ -104,7 +105,7 @@ def test_rounds_write_their_outputs_and_resume(tiny_lm: str, tmp_path: Path) -> 
     assert any(not torch.equal(base[k], tuned[k]) for k in base)
 
     iterations.clear()
-    again = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report)
+    again = train(p, Refiner.load(tiny_lm), gen, train_pairs, es, dev, report).summary
     assert iterations == []  # both rounds were done: nothing is recomputed
     assert again["rounds"] == summary["rounds"]
 
@@ -116,7 +117,7 @@ def test_without_cmaes_ablation(tiny_lm: str, tmp_path: Path) -> None:
     pairs = real_pairs(4)
     summary = train(
         p, Refiner.load(tiny_lm), LocalGenerator(p.generator), pairs[:2], pairs[2:3], pairs[3:]
-    )
+    ).summary
     assert "best_fitness" not in summary["rounds"][0]
     assert not (tmp_path / "search").exists()
     assert (tmp_path / "train" / "round-1" / "refiner" / "config.json").exists()
@@ -139,7 +140,7 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
     pairs = real_pairs(8)
     split = tmp_path / "train.parquet"
     io.write_parquet(split, pairs_table(pairs[:4]))
-    summary = train(
+    trained = train(
         p,
         Refiner.load(tiny_lm),
         LocalGenerator(p.generator),
@@ -148,6 +149,7 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
         pairs[6:],
         inputs={"train": split},
     )
+    summary = register_challenger(p, trained)  # what the `train` stage does with it
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("recast")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}

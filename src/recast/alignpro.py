@@ -25,20 +25,14 @@ import numpy as np
 import torch
 
 from recast import io
-from recast.config import Params
-from recast.data.stages import METRICS_DIR
+from recast.config import Params, PrompterParams
 from recast.errors import RecastError
+from recast.evaluation.prompter import PROMPTER, eval_sampling, rewrite
 from recast.evaluation.reward import RewardModel
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
 from recast.refiner.refine import Guard
 from recast.trl_run import save_policy, trainer_args
-
-PROMPTER = (
-    "Rewrite the user's query below so that an AI assistant gives the most helpful, accurate "
-    "and complete answer. Keep its meaning. Reply with the rewritten query only.\n\n"
-    "Query: {query}"
-)
 
 
 def text_of(completion: Any) -> str:
@@ -106,7 +100,7 @@ def grpo(
     queries: list[str],
     prompt_of: Callable[[str], str],
     reward_fn: Callable[..., list[float]],
-    params: Params,
+    pp: PrompterParams,
     lam: float,
     steps: int,
     out: Path,
@@ -118,7 +112,6 @@ def grpo(
 
     from recast.models.load import load_causal_lm, pick_device
 
-    pp = params.prompter
     device = pick_device(pp.device)
     model, tokenizer = load_causal_lm(model_spec, "float32", device)
     data = Dataset.from_list(
@@ -145,38 +138,20 @@ def grpo(
     return [row for row in save_policy(trainer, tokenizer, out) if "reward" in row]
 
 
-def eval_sampling(params: Params) -> Sampling:
-    """The paper's sampling for evaluation responses: temperature 1.5, top-p 0.6, top-k 20."""
-    pp = params.prompter
-    return Sampling(
-        max_new_tokens=pp.answer_tokens,
-        temperature=pp.eval_temperature,
-        top_p=pp.eval_top_p,
-        top_k=pp.eval_top_k,
-        seed=pp.seed,
-    )
-
-
-def rewrite(params: Params, spec: str, queries: list[str]) -> list[str]:
-    """x' ~ ρ(·|x) with the evaluation sampling."""
-    prompter = make_generator(
-        dataclasses.replace(params.generator, backend="local", model=spec, dtype="float32")
-    )
-    try:
-        sampling = dataclasses.replace(
-            eval_sampling(params), max_new_tokens=params.prompter.max_new_tokens
-        )
-        return prompter.generate([PROMPTER.format(query=q) for q in queries], sampling)
-    finally:
-        prompter.close()
-
-
 def returns(
-    params: Params, reward: RewardModel, queries: list[str], sent: list[str], generator: Generator
+    pp: PrompterParams,
+    reward: RewardModel,
+    queries: list[str],
+    sent: list[str],
+    generator: Generator,
 ) -> list[float]:
     """r(x, y) per query with y ~ π(·|sent): one sample each, the paper's evaluation sampling."""
-    answers = generator.generate(sent, eval_sampling(params))
+    answers = generator.generate(sent, eval_sampling(pp))
     return reward.score(queries, answers)
+
+
+def _rewrite(params: Params, spec: str, queries: list[str]) -> list[str]:
+    return rewrite(params.prompter, params.generator, spec, queries)
 
 
 def gap(a: list[float], b: list[float], n_boot: int, seed: int) -> dict[str, float]:
@@ -200,17 +175,14 @@ def mean_return(params: Params, spec: str, queries: list[str]) -> float:
     reward = _reward_model(params)
     generator = make_generator(params.generator)
     try:
-        sent = rewrite(params, spec, queries)
-        return float(np.mean(returns(params, reward, queries, sent, generator)))
+        sent = rewrite(params.prompter, params.generator, spec, queries)
+        return float(np.mean(returns(params.prompter, reward, queries, sent, generator)))
     finally:
         generator.close()
 
 
-def _key(params: Params, lam: float, oracle: bool) -> str:
+def key(params: Params, lam: float, oracle: bool) -> str:
     """What a trained prompter depends on: rerun only when one of these changes."""
-    import hashlib
-    import json
-
     parts = {
         k: dataclasses.asdict(getattr(params, k))
         for k in ("prompter", "generator", "reward", "split", "registry")
@@ -219,52 +191,37 @@ def _key(params: Params, lam: float, oracle: bool) -> str:
     rp = params.refiner
     if rp.guard:  # the reward's guard; an unguarded prompter keeps its old key
         parts.update(guard=True, check_encoder=rp.check_encoder)
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return io.digest(parts)
 
 
-def train_prompter(
+def train(
     params: Params,
-    lam: float | None = None,
-    out_dir: str | None = None,
+    train_queries: list[str],
+    dev_queries: list[str],
+    lam: float,
+    out: Path,
     oracle: bool = True,
-    register: bool = True,
-    resume: bool = True,
 ) -> dict[str, Any]:
-    """Train ρ by GRPO at λ (default prompter.lam), then measure on the dev queries:
-    J(π_F) (no prompter), J(ρ_sft) (the prompter before RL), J(ρ), and with `oracle` the
-    generator trained on the same reward, for Δ1 and Δ2 of Eq. 7. With tracking on, an MLflow
-    run holds the curve, every J and Δ, and ρ as a model; with `register`, ρ becomes the
-    registry's 'challenger' prompter."""
-    from recast.runs import load_split
-    from recast.tracking import Tracker
-
+    """Train ρ by GRPO at λ (Eq. 9) into out/model, then measure on the dev queries: J(π_F)
+    (no prompter), J(ρ_sft) (the prompter before RL), J(ρ), KL(ρ ‖ ρ_sft), and with `oracle`
+    the generator trained on the same reward (out/oracle), for Δ1 and Δ2 of Eq. 7."""
     pp = params.prompter
-    lam = pp.lam if lam is None else lam
-    out = Path(out_dir or pp.out_dir)
-    key = _key(params, lam, oracle)
-    if resume and (out / "result.json").exists() and (out / "model" / "config.json").exists():
-        done = io.read_json(out / "result.json")
-        if done.get("key") == key:  # the same inputs trained this prompter already
-            return done
     reward = _reward_model(params)
-    train = [p.prompt for p in load_split(params, "train")][: pp.train_size]
-    dev = [p.prompt for p in load_split(params, "dev")][: pp.dev_size]
+    train, dev = train_queries, dev_queries
     generator = make_generator(params.generator)
     answer = Sampling(max_new_tokens=pp.answer_tokens, temperature=0.0)  # π_F during training
     t0 = time.perf_counter()
     try:
         guard = Guard.from_params(params.refiner)
         fn = GeneratorReward(generator, reward, answer, guard)
-        log = grpo(
-            pp.model, train, lambda q: PROMPTER.format(query=q), fn, params, lam, pp.steps, out
-        )
+        log = grpo(pp.model, train, lambda q: PROMPTER.format(query=q), fn, pp, lam, pp.steps, out)
         seconds = time.perf_counter() - t0
-        j_frozen = returns(params, reward, dev, dev, generator)
-        j_sft = returns(params, reward, dev, rewrite(params, pp.model, dev), generator)
-        j_rho = returns(params, reward, dev, rewrite(params, str(out / "model"), dev), generator)
+        j_frozen = returns(pp, reward, dev, dev, generator)
+        j_sft = returns(pp, reward, dev, _rewrite(params, pp.model, dev), generator)
+        j_rho = returns(pp, reward, dev, _rewrite(params, str(out / "model"), dev), generator)
     finally:
         generator.close()
-    kl = prompter_kl(params, str(out / "model"), pp.model, dev)
+    kl = prompter_kl(pp, str(out / "model"), pp.model, dev)
     result: dict[str, Any] = {
         "lambda": lam,
         "steps": len(log),
@@ -285,12 +242,11 @@ def train_prompter(
         "gain_over_sft": gap(j_rho, j_sft, 2000, pp.seed),
         "delta_2": gap(j_frozen, j_rho, 2000, pp.seed),
         "dev_queries": len(dev),
-        "key": key,
     }
     if oracle:
         oracle_dir = out / "oracle"
         grpo(
-            params.generator.model, train, lambda q: q, AnswerReward(reward), params, lam,
+            params.generator.model, train, lambda q: q, AnswerReward(reward), pp, lam,
             pp.oracle_steps, oracle_dir,
         )  # fmt: skip
         tuned = make_generator(
@@ -299,49 +255,23 @@ def train_prompter(
             )
         )
         try:
-            j_oracle = returns(params, reward, dev, dev, tuned)
+            j_oracle = returns(pp, reward, dev, dev, tuned)
         finally:
             tuned.close()
         result["J_oracle"] = float(np.mean(j_oracle))
         result["delta_1"] = gap(j_oracle, j_frozen, 2000, pp.seed)
-    io.write_json(out / "result.json", result)
-    split_dir = Path(params.split.out_dir)
-    tracker = Tracker(params)
-    inputs = {name: split_dir / f"{name}.parquet" for name in ("train", "dev")}
-    tags = {**tracker.lineage_tags(inputs), "system": "alignpro", "lambda": f"{lam:g}"}
-    with tracker.run(f"prompter λ={lam:g} seed={pp.seed}", tags=tags) as run_id:
-        tracker.log_datasets(inputs)
-        tracker.log_params({"prompter": dataclasses.asdict(pp), "lambda": lam})
-        for row in result["curve"]:
-            tracker.log_metrics({"reward": row["reward"], "kl": row["kl"] or 0.0}, row["step"])
-        tracker.log_metrics(
-            {k: v for k, v in result.items() if k.startswith(("J_", "reward_var", "kl_to"))}
-        )
-        for key in ("delta_1", "delta_2", "gain_over_sft"):
-            if key in result:
-                tracker.log_metrics({key: result[key]["mean"]})
-        tracker.log_artifact(out / "result.json")
-        if register and params.tracking.log_checkpoints:
-            from recast.models.load import load_causal_lm
-
-            model, tokenizer = load_causal_lm(str(out / "model"), "float32", "cpu")
-            uri = tracker.log_refiner(model, tokenizer, out / "model", name="prompter")
-            if uri:
-                tracker.register(uri, params.registry.prompter_name, {"run_id": run_id})
-    result["mlflow_run_id"] = run_id
-    io.write_json(out / "result.json", result)
     return result
 
 
 @torch.inference_mode()
-def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) -> float:
+def prompter_kl(pp: PrompterParams, spec: str, ref_spec: str, queries: list[str]) -> float:
     """KL(ρ ‖ ρ_sft) on the dev queries, estimated from x' sampled from ρ (training sampling)."""
     from recast.generator.local import chat_ids
     from recast.models.load import load_causal_lm
 
-    rho, tokenizer = load_causal_lm(spec, "float32", params.prompter.device)
-    ref, _ = load_causal_lm(ref_spec, "float32", params.prompter.device)
-    torch.manual_seed(params.prompter.seed)
+    rho, tokenizer = load_causal_lm(spec, "float32", pp.device)
+    ref, _ = load_causal_lm(ref_spec, "float32", pp.device)
+    torch.manual_seed(pp.seed)
     values = []
     for q in queries:
         head = torch.tensor([chat_ids(tokenizer, PROMPTER.format(query=q))], device=rho.device)
@@ -349,8 +279,8 @@ def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) ->
             input_ids=head,
             attention_mask=torch.ones_like(head),
             do_sample=True,
-            temperature=params.prompter.temperature,
-            max_new_tokens=params.prompter.max_new_tokens,
+            temperature=pp.temperature,
+            max_new_tokens=pp.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )
         tokens = seq[:, head.shape[1] :]
@@ -364,37 +294,19 @@ def prompter_kl(params: Params, spec: str, ref_spec: str, queries: list[str]) ->
     return float(np.mean(values)) if values else 0.0
 
 
-def sweep(params: Params) -> dict[str, Any]:
-    """The λ sweep: one prompter per λ in prompter.lambdas; reward against KL(ρ ‖ ρ_sft)."""
-    rows = []
-    for lam in params.prompter.lambdas:
-        out = str(Path(params.prompter.sweep_dir) / f"lambda-{lam:g}")
-        # not registered: the sweep maps the trade-off, its prompters are not candidates
-        r = train_prompter(params, lam, out, oracle=False, register=False)
-        rows.append({"lambda": lam, "J_prompter": r["J_prompter"], "kl_to_sft": r["kl_to_sft"]})
-    io.write_json(METRICS_DIR / "prompter_sweep.json", {"rows": rows})
-    return {"rows": rows}
-
-
-def report(params: Params) -> dict[str, Any]:
-    """reports/prompter/: the reward curve, the λ sweep (reward against KL), and a table of J,
-    Δ1 and Δ2 with their intervals."""
+def write_report(
+    pp: PrompterParams, result: dict[str, Any], rows: list[dict[str, Any]], out: Path
+) -> Path:
+    """out/report.md with the reward curve (curve.png), the λ sweep `rows` (sweep.png: reward
+    against KL) and a table of J, Δ1 and Δ2 (Eq. 7) with their intervals; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pp = params.prompter
-    main = Path(pp.out_dir) / "result.json"
-    if not main.exists():
-        raise RecastError(f"{main} is missing: run `recast prompter` first")
-    result = io.read_json(main)
-    sweep_file = METRICS_DIR / "prompter_sweep.json"
-    rows = io.read_json(sweep_file)["rows"] if sweep_file.exists() else []
     if rows and all(r["lambda"] != result["lambda"] for r in rows):  # the main run is a point too
         main_row = {k: result[k] for k in ("lambda", "J_prompter", "kl_to_sft")}
         rows = sorted([*rows, main_row], key=lambda r: r["lambda"])
-    out = Path("reports") / "prompter"
 
     fig, ax = plt.subplots(figsize=(6, 3))
     steps = [r["step"] for r in result["curve"]]
@@ -458,11 +370,4 @@ def report(params: Params) -> dict[str, Any]:
         ["![λ sweep](sweep.png)"] if rows else []
     )
     io.write_text(out / "report.md", "\n".join(lines) + "\n")
-    metrics = {
-        k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    for key in ("delta_1", "delta_2", "gain_over_sft"):
-        if key in result:
-            metrics[key] = result[key]["mean"]
-    io.write_json(METRICS_DIR / "prompter.json", metrics)
-    return {"report": str(out / "report.md")}
+    return out / "report.md"

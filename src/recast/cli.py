@@ -71,7 +71,7 @@ def _stage(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 @reports_errors
 def data_ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Read the raw sources (bundled samples, a local folder of dumps, or the hubs)."""
-    from recast.data import stages
+    from recast.stages import data as stages
 
     p = _params(params, set_)
     _stage("ingest", lambda: stages.ingest(p.ingest))
@@ -81,7 +81,7 @@ def data_ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) ->
 @reports_errors
 def data_pairs(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Map raw records to preference pairs and eval prompts, and clean them."""
-    from recast.data import stages
+    from recast.stages import data as stages
 
     p = _params(params, set_)
     _stage("pairs", lambda: stages.build_pairs(p.ingest.out_dir, p.pairs))
@@ -91,7 +91,7 @@ def data_pairs(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> 
 @reports_errors
 def data_validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Run the Great Expectations suites; fail naming each violated expectation."""
-    from recast.data import stages
+    from recast.stages import data as stages
 
     p = _params(params, set_)
     _stage("validate", lambda: stages.validate(p.pairs.out_dir, p.validate, p.pairs.languages))
@@ -102,7 +102,7 @@ def data_validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) 
 @reports_errors
 def data_split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Split validated pairs into D, D_es and dev."""
-    from recast.data import stages
+    from recast.stages import data as stages
 
     p = _params(params, set_)
     _stage("split", lambda: stages.split(p.pairs.out_dir, p.split))
@@ -112,7 +112,7 @@ def data_split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> 
 @reports_errors
 def data_build(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """All four stages in order (what `dvc repro` runs), then the summary table."""
-    from recast.data import stages
+    from recast.stages import data as stages
 
     p = _params(params, set_)
     with console.status("building data") as status:
@@ -129,13 +129,15 @@ def data_summary(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
 
 
 def _summary() -> None:
-    from recast.data.stages import METRICS_DIR
+    from recast.stages.common import metrics_path, read_metrics
 
     def load(name: str) -> dict[str, Any]:
-        path = METRICS_DIR / f"{name}.json"
-        if not path.exists():
-            raise RecastError(f"{path} is missing: run `recast data build` or `dvc repro`")
-        return json.loads(path.read_text())
+        found = read_metrics(name)
+        if found is None:
+            raise RecastError(
+                f"{metrics_path(name)} is missing: run `recast data build` or `dvc repro`"
+            )
+        return found
 
     ingest, pairs, split = load("ingest"), load("pairs"), load("split")
     table = Table(title="Preference pairs per source")
@@ -239,7 +241,7 @@ def judge_measure(
     "the longer answer wins" on the same pairs and on the length-balanced subset."""
     from recast import io
     from recast.evaluation.agreement import as_dict, measure, read_labelled_pairs
-    from recast.evaluation.stages import judge_from, judge_name
+    from recast.evaluation.judging import judge_from, judge_name
 
     p = _params(params, set_)
     labelled = {str(path): read_labelled_pairs(path, limit) for path in pairs}
@@ -366,11 +368,11 @@ def search(
     resume: ResumeOpt = True, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None
 ) -> None:
     """One CMA-ES search for ξ* (round 1, base refiner), with F(0) and F(ξ*) on D_es and dev."""
-    from recast.runs import search_stage
+    from recast.stages import refiner as stages
 
     p = _params(params, set_)
     with _live(p) as reporter:
-        metrics = search_stage(p, reporter, resume=resume)
+        metrics = stages.search(p, reporter, resume=resume)
     _print_metrics("CMA-ES search", metrics)
     console.print(f"ξ*, fitness curve and plot: {p.cmaes.out_dir}/", highlight=False)
 
@@ -381,11 +383,11 @@ def train(
     resume: ResumeOpt = True, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None
 ) -> None:
     """Algorithm 1: S rounds of CMA-ES search, pseudo-labels x*, and fine-tuning (Eq. 12)."""
-    from recast.runs import train_stage
+    from recast.stages import refiner as stages
 
     p = _params(params, set_)
     with _live(p) as reporter:
-        summary = train_stage(p, reporter, resume=resume)
+        summary = stages.train(p, reporter, resume=resume)
     for row in summary["rounds"]:
         _print_metrics(f"round {row['round']}", {k: v for k, v in row.items() if k != "round"})
     console.print(f"checkpoints, ξ*, pseudo-labels, curves: {p.refiner.out_dir}/", highlight=False)
@@ -395,11 +397,11 @@ def train(
 @reports_errors
 def reward(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Train the Bradley-Terry reward model (Eq. 4 of the survey) on D; dev accuracy."""
-    from recast.evaluation.stages import reward_stage
+    from recast.stages import baselines
 
     p = _params(params, set_)
     with console.status("training the reward model") as status:
-        metrics = reward_stage(p, lambda m: status.update(m))
+        metrics = baselines.reward(p, lambda m: status.update(m))
     _print_metrics("reward model", metrics)
 
 
@@ -407,11 +409,11 @@ def reward(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
 @reports_errors
 def bpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """The BPO baseline: a teacher rewrites queries from the pairs; a small LM learns it."""
-    from recast.evaluation.bpo import bpo_stage
+    from recast.stages import baselines
 
     p = _params(params, set_)
     with console.status(f"BPO: {p.bpo.teacher} writes optimized queries, {p.bpo.model} learns"):
-        metrics = bpo_stage(p)
+        metrics = baselines.bpo(p)
     _print_metrics("BPO", metrics)
 
 
@@ -419,11 +421,11 @@ def bpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 @reports_errors
 def rewrites(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """The teacher rewrites training queries (bpo.rewrites): BPO's data and the warm start's."""
-    from recast.refiner.teacher import rewrites_stage
+    from recast.stages import refiner as stages
 
     p = _params(params, set_)
     with console.status(f"{p.bpo.teacher} rewrites {p.bpo.train_size} training queries"):
-        metrics = rewrites_stage(p)
+        metrics = stages.rewrites(p)
     _print_metrics("teacher rewrites", metrics)
 
 
@@ -431,11 +433,11 @@ def rewrites(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 @reports_errors
 def warmstart(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """ρ_sft: the refiner fine-tuned on the teacher's checked rewrites (refiner.warm_start)."""
-    from recast.refiner.warmstart import warmstart_stage
+    from recast.stages import refiner as stages
 
     p = _params(params, set_)
     with console.status(f"warm start of {p.refiner.model} on the teacher's rewrites"):
-        metrics = warmstart_stage(p)
+        metrics = stages.warmstart(p)
     _print_metrics("warm start", metrics)
 
 
@@ -443,11 +445,11 @@ def warmstart(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> N
 @reports_errors
 def dpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """The DPO baseline: fine-tune a copy of the generator on D with TRL (white-box)."""
-    from recast.evaluation.dpo import dpo_stage
+    from recast.stages import baselines
 
     p = _params(params, set_)
     with console.status(f"DPO on {p.dpo.model or p.generator.model}"):
-        metrics = dpo_stage(p)
+        metrics = baselines.dpo(p)
     _print_metrics("DPO", metrics)
 
 
@@ -456,11 +458,11 @@ def dpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Answer the evaluation sets with every system, judge ours vs each, rewards and costs."""
     from recast.evaluation.report import tables
-    from recast.evaluation.stages import evaluate_stage
+    from recast.stages import evaluate as stages
 
     p = _params(params, set_)
     with console.status("evaluating") as status:
-        result = evaluate_stage(p, lambda m: status.update(m))
+        result = stages.evaluate(p, lambda m: status.update(m))
     for title, header, rows in tables(p, result):
         table = Table(title=title)
         for h in header:
@@ -481,7 +483,7 @@ def main_job(
 ) -> None:
     """The main job's last stage: ours vs ORG on every evaluation prompt, then the run's summary
     (data, F(0) -> F(ξ*), rewrite and fallback rates, win / loss / tie, three examples)."""
-    from recast.evaluation.main_job import main_stage
+    from recast.stages.main import main as main_stage
 
     p = _params(params, set_)
     with console.status("main job: ours vs ORG") as status:
@@ -496,9 +498,9 @@ def main_job(
 @reports_errors
 def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write reports/eval/report.md and report.html, with bar plots, from `recast eval`."""
-    from recast.evaluation.report import report_stage
+    from recast.stages import evaluate as stages
 
-    written = report_stage(_params(params, set_))
+    written = stages.report(_params(params, set_))
     console.print(f"report: {written['report']}  {written['html']}", highlight=False)
 
 
@@ -506,11 +508,11 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
 @reports_errors
 def prompter(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Align-Pro: train the prompter ρ by GRPO (Eq. 9), the oracle, and measure Δ1, Δ2."""
-    from recast.alignpro import train_prompter
+    from recast.stages import prompter as stages
 
     p = _params(params, set_)
     with console.status(f"GRPO: prompter {p.prompter.model}, λ = {p.prompter.lam:g}"):
-        result = train_prompter(p)
+        result = stages.prompter(p)
     _print_metrics(
         "Align-Pro prompter",
         {k: v for k, v in result.items() if isinstance(v, int | float | str)},
@@ -521,11 +523,11 @@ def prompter(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 @reports_errors
 def prompter_sweep(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Align-Pro's λ sweep: one prompter per prompter.lambdas; reward against KL(ρ ‖ ρ_sft)."""
-    from recast.alignpro import sweep
+    from recast.stages import prompter as stages
 
     p = _params(params, set_)
     with console.status(f"λ sweep over {p.prompter.lambdas}"):
-        rows = sweep(p)["rows"]
+        rows = stages.sweep(p)["rows"]
     for row in rows:
         _print_metrics(f"λ = {row['lambda']:g}", row)
 
@@ -534,9 +536,9 @@ def prompter_sweep(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None)
 @reports_errors
 def prompter_report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """reports/prompter/report.md with the reward curve and the λ sweep plot."""
-    from recast.alignpro import report as write_report
+    from recast.stages import prompter as stages
 
-    console.print(f"report: {write_report(_params(params, set_))['report']}", highlight=False)
+    console.print(f"report: {stages.report(_params(params, set_))['report']}", highlight=False)
 
 
 @app.command("promote")
@@ -549,7 +551,7 @@ def promote(
     set_: SetOpt = None,
 ) -> None:
     """Move the registry alias 'champion' to the 'challenger' if it wins the gate (registry.*)."""
-    from recast.promotion import promote as run_promote
+    from recast.stages.promote import promote as run_promote
 
     p = _params(params, set_)
     with console.status(f"scoring challenger and champion on the {p.registry.gate_split} split"):
@@ -583,11 +585,11 @@ def ablate(
     set_: SetOpt = None,
 ) -> None:
     """Train an ablation refiner into evaluate.ablations_dir/VARIANT (`recast train`'s loop)."""
-    from recast.runs import ablation_params, train_stage
+    from recast.stages import refiner as stages
 
-    p = ablation_params(_params(params, set_), variant)
+    p = _params(params, set_)
     with _live(p) as reporter:
-        summary = train_stage(p, reporter, resume=resume)
+        summary = stages.ablate(p, variant, reporter, resume=resume)
     for row in summary["rounds"]:
         _print_metrics(
             f"{variant} round {row['round']}", {k: v for k, v in row.items() if k != "round"}
@@ -712,6 +714,7 @@ def _read_queries(path: Path) -> list[dict[str, Any]]:
 
 def _load_refiner(p: Params, checkpoint: str | None) -> Any:
     """The refiner of --checkpoint, or the registry's champion; a clear error if neither."""
+    from recast import layout
     from recast.refiner.model import Refiner
     from recast.tracking import use
 
@@ -723,7 +726,7 @@ def _load_refiner(p: Params, checkpoint: str | None) -> Any:
     except RecastError as e:
         raise RecastError(
             f"no refiner at {spec}: {e}. --checkpoint takes a refiner folder (such as "
-            f"{p.refiner.out_dir}/round-{p.refiner.rounds}/refiner after `recast train`) or a "
+            f"{layout.refiner_dir(p.refiner.out_dir, p.refiner.rounds)} after `recast train`) or a "
             "registry URI (models:/NAME@ALIAS)"
         ) from e
 

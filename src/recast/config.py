@@ -182,7 +182,7 @@ class RefinerParams:
     """Per-round outputs: ξ*, fitness curves, pseudo-labels, checkpoints."""
     guard: bool = True
     """The rewrite check (recast.refiner.check) guards the generator: an x' that answers,
-    drifts or is degenerate is scored as x in the CMA-ES fitness (Eq. 10-11), replaced by x as
+    drifts or is degenerate is scored as x in the CMA-ES fitness (Eq. 11, Alg. 1), replaced by x as
     a pseudo-label x*, and sent as x at inference (`recast refine`, evaluation, serve). False is
     the paper (verdicts are still counted). See docs/method.md, "The rewrite guard"."""
     check_encoder: str | None = "minilm-l6"
@@ -446,7 +446,7 @@ class RegistryParams:
     gate_split: str = "dev"
     """Split the challenger and the champion are compared on (train, es or dev)."""
     gate_metric: str = "dev_fitness"
-    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 10 for the
+    """'dev_fitness': mean CE of y_w given x' = p_im(x) under the generator (Eq. 11's F for the
     unbiased refiner, e^b without CMA-ES bias; not the search's ξ = 0), lower is better."""
     margin: float = 0.0
     """The challenger must beat the champion by more than this (nats for dev_fitness)."""
@@ -712,18 +712,26 @@ POPSIZE_RULES = ("paper", "pycma")
 DECODING_RULES = ("paper", "query")
 
 
+def parse_popsize(value: int | str) -> int | str:
+    """cmaes.popsize in one of its two forms: an integer λ, or the name of a rule (POPSIZE_RULES).
+    An integer given as text ('12', as YAML quotes it) is that integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text in POPSIZE_RULES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"cmaes.popsize={value!r} is not allowed: it must be "
+            f"{' or '.join(repr(r) for r in POPSIZE_RULES)}, or an integer ≥ 2"
+        ) from None
+
+
 def check_ranges(params: Params) -> None:
     """Raise ConfigError naming the first key whose value is outside its range, with the value
     as given and the range allowed (e.g. `split.es_size=-5`), before any stage spends time."""
-    cmaes = params.cmaes
-    if isinstance(cmaes.popsize, str):
-        if cmaes.popsize.strip().isdigit():
-            cmaes.popsize = int(cmaes.popsize)  # "an integer as text", as it used to be given
-        elif cmaes.popsize not in POPSIZE_RULES:
-            raise ConfigError(
-                f"cmaes.popsize={cmaes.popsize!r} is not allowed: it must be "
-                f"{' or '.join(repr(r) for r in POPSIZE_RULES)}, or an integer ≥ 2"
-            )
     if params.refiner.decoding not in DECODING_RULES:
         raise ConfigError(
             f"refiner.decoding={params.refiner.decoding!r} is not allowed: it must be "
@@ -771,19 +779,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
-    """Read params.yaml (missing file: all defaults), apply --set overrides, check every key."""
+    """Read the params file, apply --set overrides, check every key. A missing file is an
+    error, ./params.yaml included: silently running on the built-in defaults (the paper's
+    sizes) from the wrong folder would start hours of work nobody asked for. `path=None`
+    asks for the defaults on purpose (tests, the library's own callers)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if p.exists():
-            try:
-                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p}: not valid YAML: {e}") from e
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{p}: top level must be a mapping of sections")
-        elif str(path) != "params.yaml":
-            raise ConfigError(f"params file not found: {p}")
+        if not p.is_file():
+            where = f" in {Path.cwd()}" if not p.is_absolute() else ""
+            raise ConfigError(
+                f"params file not found: {p}{where} (run from the repository root, or pass "
+                "--params PATH)"
+            )
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
     for text in overrides:
         (section, key), value = parse_override(text)
         raw.setdefault(section, {})
@@ -796,6 +810,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = 
             raise ConfigError(f"unknown params section '{name}' (known: {sorted(fields)})")
     hints = typing.get_type_hints(Params)
     params = Params(**{name: _section(hints[name], raw.get(name), name) for name in fields})
+    params.cmaes.popsize = parse_popsize(params.cmaes.popsize)
     check_ranges(params)
     return params
 

@@ -1,4 +1,4 @@
-"""Fan-out of a CMA-ES population past one machine: each candidate ξ's F(ξ) (Eq. 10) becomes one
+"""Fan-out of a CMA-ES population past one machine: each candidate ξ's F(ξ) (Eq. 11) becomes one
 job that any worker process can run, given only picklable inputs.
 
 The search process maps ξ to its latent embeddings (Eq. 9) itself, so a worker needs no
@@ -9,7 +9,6 @@ task mapping onto Dask or Ray, see tasks/refiner.py); this module does not know 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recast import io
 from recast.config import Params
 from recast.errors import RecastError
 from recast.records import PreferencePair
@@ -39,8 +39,7 @@ class CandidateJob:
 
     def key(self) -> str:
         ids = "|".join(p.id for p in self.pairs)
-        blob = f"{self.refiner}|{params_hash(self.params)}|{ids}"
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return io.digest_bytes(f"{self.refiner}|{params_hash(self.params)}|{ids}".encode())
 
 
 MapFn = Callable[[CandidateJob, list[np.ndarray]], list[float]]

@@ -188,6 +188,22 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def digest(value: Any, **json_kwargs: Any) -> str:
+    """The 16-hex key of `value`: SHA-256 of its canonical JSON (sorted keys). Every cache and
+    checkpoint key in recast is one, so the same inputs give the same key on every machine;
+    `json_kwargs` (default=str, separators, ...) only where a key was built so before, so that
+    existing caches keep their keys."""
+    return digest_bytes(json.dumps(value, sort_keys=True, **json_kwargs).encode("utf-8"))
+
+
+def digest_bytes(*blobs: bytes) -> str:
+    """The 16-hex key of raw bytes (tensors, joined ids), as `digest` cuts it."""
+    h = hashlib.sha256()
+    for blob in blobs:
+        h.update(blob)
+    return h.hexdigest()[:16]
+
+
 def save_pretrained(model: Any, tokenizer: Any, path: str | Path) -> None:
     """A HF model + tokenizer folder, replaced whole or not at all (a kill mid-save leaves the
     previous folder, or none, never half of one)."""

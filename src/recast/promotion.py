@@ -12,9 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from recast import io
 from recast.config import Params
-from recast.data.stages import METRICS_DIR
 from recast.errors import RecastError
 
 GATE_METRICS = ("dev_fitness",)
@@ -43,17 +41,17 @@ def decide(
 
 
 def gate_score(params: Params, model_uri: str) -> float:
-    """The gate metric of one registered refiner: F (Eq. 10) of the unbiased refiner (e^b on
+    """The gate metric of one registered refiner: F (Eq. 11) of the unbiased refiner (e^b on
     [Z_s], [Z_e], no CMA-ES bias) on the gate split, i.e. the mean cross-entropy of y_w given the
     refiner's x' under the frozen generator; with refiner.guard a harmful x' is scored as x."""
+    from recast.data.split import read_split
     from recast.generator import make_generator
     from recast.refiner.model import Refiner
     from recast.refiner.refine import Guard
-    from recast.runs import load_split
     from recast.search import Fitness
 
     rp, gp = params.registry, params.refiner
-    pairs = load_split(params, rp.gate_split)
+    pairs = read_split(params.split, rp.gate_split)
     pairs = pairs[: rp.max_pairs] if rp.max_pairs else pairs
     refiner = Refiner.from_params(model_uri, gp)
     generator = make_generator(params.generator)
@@ -77,10 +75,10 @@ def prompter_gate_score(params: Params, model_uri: str) -> float:
     """An Align-Pro prompter's gate: J(ρ), the mean reward of π_F's answers to x' ~ ρ(·|x) over
     the gate split's queries, with the paper's evaluation sampling."""
     from recast.alignpro import mean_return
-    from recast.runs import load_split
+    from recast.data.split import read_split
 
     rp = params.registry
-    pairs = load_split(params, rp.gate_split)
+    pairs = read_split(params.split, rp.gate_split)
     queries = [p.prompt for p in (pairs[: rp.max_pairs] if rp.max_pairs else pairs)]
     return mean_return(params, model_uri, queries)
 
@@ -145,6 +143,4 @@ def promote(
         "challenger_score": decision.challenger_score,
         "champion_score": decision.champion_score,
     }
-    file = "promote.json" if kind == "refiner" else f"promote-{kind}.json"
-    io.write_json(METRICS_DIR / file, result)
     return result

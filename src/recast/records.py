@@ -6,12 +6,13 @@ preferred / dispreferred answers. An eval prompt is one query of an evaluation s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
+
+from recast import io
 
 TURN = pa.struct([("role", pa.string()), ("text", pa.string())])
 
@@ -41,8 +42,7 @@ EVAL_SCHEMA = pa.schema(
 
 def content_id(*parts: Any) -> str:
     """Stable id: the same content gets the same id on every machine and every run."""
-    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return io.digest(parts, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

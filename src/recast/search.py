@@ -1,4 +1,4 @@
-"""CMA-ES over ξ with the black-box generator's cross-entropy as fitness (Eq. 10-11).
+"""CMA-ES over ξ with the black-box generator's cross-entropy as fitness (Eq. 11, Algorithm 1).
 
 The ask/tell loop, stated plainly:
 
@@ -18,8 +18,6 @@ after every iteration, so `resume` continues exactly where a killed run stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 import time
 from collections.abc import Callable
@@ -62,11 +60,9 @@ class Space:
         return bias.embeddings(xi, self.e_base, self.a, self.grads, self.alpha)
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for t in (self.e_base, self.grads, self.a, self.alpha):
-            h.update(t.detach().cpu().numpy().tobytes())
-        h.update(repr((self.sigma0, self.popsize)).encode())
-        return h.hexdigest()[:16]
+        tensors = (self.e_base, self.grads, self.a, self.alpha)
+        blobs = [t.detach().cpu().numpy().tobytes() for t in tensors]
+        return io.digest_bytes(*blobs, repr((self.sigma0, self.popsize)).encode())
 
 
 def truncate(refiner: Refiner, text: str, max_tokens: int) -> str:
@@ -168,7 +164,7 @@ class Fitness:
         return out
 
     def __call__(self, xis: list[np.ndarray]) -> list[float]:
-        """F(ξ) of Eq. 10 for each candidate ξ, through the embeddings of Eq. 9."""
+        """F(ξ) (Eq. 11, Alg. 1 lines 13-17) for each candidate ξ, through Eq. 9's embeddings."""
         if self.space is None:
             raise SearchError("this Fitness has no search space: call score_embeddings")
         return self.score_embeddings(self.space.embeddings(np.stack(xis)))
@@ -335,8 +331,7 @@ def _config_hash(
         parts["guard"] = guard.key()
     if decoding != PAPER:  # a paper-decoded search keeps its old hash
         parts["decoding"] = asdict(decoding)
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return io.digest(parts, default=str)
 
 
 def _save_state(path: Path, state: dict[str, Any], cache: dict[tuple[str, int], float]) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from recast import io
 from recast.config import Params
 
 # MLflow 3's UI reads this experiment tag to pick its layout: without it, an experiment opens on
@@ -65,8 +66,7 @@ def use(params: Params) -> Any:
 
 
 def params_hash(params: Params) -> str:
-    blob = json.dumps(dataclasses.asdict(params), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return io.digest(dataclasses.asdict(params))
 
 
 def dvc_md5(path: str | Path) -> str:

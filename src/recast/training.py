@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from recast import io
+from recast import io, layout
 from recast.config import Params
 from recast.distributed import MapFn, population_evaluator
 from recast.generator.base import Generator
@@ -197,10 +197,20 @@ class Reporter:
 
 
 def system_name(params: Params) -> str:
-    """'ours', or the ablation these params train: 'no-cmaes' (Table 3), 'omega-0' (Figure 3)."""
+    """'ours', or the ablation variant these params train: 'no-cmaes' (Table 3), 'omega-0'
+    (Figure 3), as recast.layout.ABLATIONS names them."""
     if not params.cmaes.enabled:
         return "no-cmaes"
     return "ours" if params.refiner.omega > 0 else "omega-0"
+
+
+@dataclass
+class Trained:
+    """What Algorithm 1 returns: the per-round summary, and the MLflow URI of the last round's
+    refiner (None without tracking), which the `train` stage registers as the challenger."""
+
+    summary: dict[str, Any]
+    model_uri: str | None = None
 
 
 def train(
@@ -215,7 +225,7 @@ def train(
     tracker: Tracker | None = None,
     inputs: dict[str, Path] | None = None,
     fan_out: MapFn | None = None,
-) -> dict[str, Any]:
+) -> Trained:
     """Algorithm 1's outer loop. Each round keeps ξ*, its fitness curve, the pseudo-labels and a
     checkpoint under refiner.out_dir/round-<s>; round 1's search lives in cmaes.out_dir so that
     the DVC `search` stage's output is reused, not recomputed. With tracking on, an MLflow parent
@@ -228,6 +238,7 @@ def train(
     pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
     summary: dict[str, Any] = {"rounds": []}
     model_uri: str | None = None
+    loop = _Loop(params, generator, pairs, es_pairs, dev_pairs, report, resume, tracker, fan_out)
     # the system and seed in the name, so runs read apart in the MLflow UI's comparisons
     system = system_name(params)
     name = f"train {system} seed={rp.seed}"
@@ -237,70 +248,57 @@ def train(
         tracker.log_params(asdict(params))
         for s in range(1, rp.rounds + 1):
             report.round_start(s)
-            round_dir = out / f"round-{s}"
+            round_dir = layout.round_dir(out, s)
             done = round_dir / "round.json"
             with tracker.run(f"round-{s}", tags={"round": str(s)}):
                 if resume and done.exists():
                     row = io.read_json(done)
-                    refiner = Refiner.from_params(str(round_dir / "refiner"), rp)
-                    report.message(f"round {s}: done earlier, loaded {round_dir / 'refiner'}")
+                    refiner = Refiner.from_params(str(layout.refiner_dir(out, s)), rp)
+                    report.message(f"round {s}: done earlier, loaded {layout.refiner_dir(out, s)}")
                 else:
-                    row = _round(
-                        s,
-                        params,
-                        refiner,
-                        generator,
-                        pairs,
-                        es_pairs,
-                        dev_pairs,
-                        report,
-                        resume,
-                        tracker,
-                        fan_out,
-                    )
+                    row = _round(s, refiner, loop)
                 tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
                 if params.tracking.log_checkpoints:
                     model_uri = tracker.log_refiner(
-                        refiner.model, refiner.tokenizer, round_dir / "refiner"
+                        refiner.model, refiner.tokenizer, layout.refiner_dir(out, s)
                     )
             summary["rounds"].append(row)
         summary["config"] = params_hash(params)
         summary["mlflow_run_id"] = run_id
-        # The last round's refiner is the challenger; an ablation is a comparison, not a
-        # candidate for the registry.
-        if model_uri is not None and system == "ours":
-            summary["registered_version"] = tracker.register(
-                model_uri,
-                params.registry.name,
-                {"train_run_id": run_id, "params_hash": summary["config"], "rounds": rp.rounds},
-            )
-        io.write_json(out / "summary.json", summary)
-    return summary
+    return Trained(summary, model_uri)
 
 
-def _round(
-    s: int,
-    params: Params,
-    refiner: Refiner,
-    generator: Generator,
-    pairs: list[PreferencePair],
-    es_pairs: list[PreferencePair],
-    dev_pairs: list[PreferencePair],
-    report: Reporter,
-    resume: bool,
-    tracker: Tracker,
-    fan_out: MapFn | None = None,
-) -> dict[str, Any]:
+@dataclass
+class _Loop:
+    """What stays the same across Algorithm 1's rounds."""
+
+    params: Params
+    generator: Generator
+    pairs: list[PreferencePair]
+    """D (the first refiner.train_size pairs): the x that get pseudo-labels x*."""
+    es_pairs: list[PreferencePair]
+    """D_es: the pairs the fitness F (Eq. 11) is averaged over in the search."""
+    dev_pairs: list[PreferencePair]
+    report: Reporter
+    resume: bool
+    tracker: Tracker
+    fan_out: MapFn | None
+
+
+def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
     """One round: search -> pseudo-labels -> fine-tune; fine-tunes `refiner` in place."""
+    params, generator, report, tracker = loop.params, loop.generator, loop.report, loop.tracker
+    pairs, es_pairs, dev_pairs, resume = loop.pairs, loop.es_pairs, loop.dev_pairs, loop.resume
+    fan_out = loop.fan_out
     rp, cp = params.refiner, params.cmaes
-    round_dir = Path(rp.out_dir) / f"round-{s}"
+    round_dir = layout.round_dir(rp.out_dir, s)
     t0 = time.perf_counter()
     q_im = copy.deepcopy(refiner)  # q_im: the frozen target network for this round
     row: dict[str, Any] = {"round": s}
     if cp.enabled:
         # Round 1 searches from the base refiner, exactly what `recast search` (the DVC
         # `search` stage) ran: its finished state is an input here, always reused.
-        search_dir = Path(cp.out_dir) if s == 1 else round_dir / "search"
+        search_dir = layout.search_dir(rp.out_dir, cp.out_dir, s)
         result, space = run_search(
             refiner,
             generator,
@@ -341,7 +339,7 @@ def _round(
     io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
     for st in stats:
         tracker.log_metrics({"loss": st.loss, "ce": st.ce, "kl": st.kl}, step=st.step)
-    save_refiner(refiner, round_dir / "refiner")
+    save_refiner(refiner, layout.refiner_dir(rp.out_dir, s))
     tracker.log_artifact(round_dir / "pseudo_labels.parquet")
     row.update(
         {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
+from recast import io
 from recast.config import SplitParams
-from recast.errors import DataError
-from recast.records import PreferencePair
+from recast.errors import DataError, RecastError
+from recast.records import PreferencePair, pairs_from_table
 
 
 def split_pairs(
@@ -29,3 +31,16 @@ def split_pairs(
             f"{params.es_size} (it must be 1..{len(train)}): lower split.es_size or add data"
         )
     return {"train": train, "es": train[: params.es_size], "dev": dev}
+
+
+def split_path(params: SplitParams, name: str) -> Path:
+    """<split.out_dir>/<name>.parquet: D (train), D_es (es), dev."""
+    return Path(params.out_dir) / f"{name}.parquet"
+
+
+def read_split(params: SplitParams, name: str) -> list[PreferencePair]:
+    """The preference pairs of one split; a clear error if the split stage has not run."""
+    path = split_path(params, name)
+    if not path.exists():
+        raise RecastError(f"{path} is missing: run `dvc repro split` or `recast data build` first")
+    return pairs_from_table(io.read_parquet(path))

@@ -10,8 +10,6 @@ from typing import Any
 
 from recast import io
 from recast.config import Params
-from recast.data.stages import METRICS_DIR
-from recast.errors import RecastError
 
 NAMES = {
     "org": "ORG",
@@ -218,18 +216,11 @@ def _plots(params: Params, result: dict[str, Any], out: Path) -> list[str]:
     return files
 
 
-def report_stage(params: Params) -> dict[str, Any]:
-    """reports/eval/report.md and report.html (with the plots) from `evaluate`'s results."""
-    out = Path(params.evaluate.out_dir)
-    path = out / "results.json"
-    if not path.exists():
-        raise RecastError(f"{path} is missing: run `recast eval` first")
-    result = io.read_json(path)
-    reward = (
-        io.read_json(METRICS_DIR / "reward.json")
-        if (METRICS_DIR / "reward.json").exists()
-        else None
-    )
+def write_report(
+    params: Params, result: dict[str, Any], reward: dict[str, Any] | None, out: Path
+) -> dict[str, Any]:
+    """out/report.md and report.html (with the plots) from the evaluation's `result` and the
+    reward model's metrics (None: not trained); returns the paths written."""
     parts = tables(params, result)
     sizes = ", ".join(f"{k}: {v}" for k, v in result["prompts"].items())
     intro = [

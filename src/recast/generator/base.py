@@ -2,7 +2,7 @@
 
 The paper keeps the generator behind vLLM so its weights cannot be touched; recast only ever
 asks it for text (`generate`) and for the cross-entropy of a target (`score`), which is exactly
-what the CMA-ES fitness CE(f(p_im(x; ξ)), y) of Eq. 10 needs.
+what the CMA-ES fitness CE(f(p_im(x; ξ)), y) of Eq. 11 needs.
 """
 
 from __future__ import annotations

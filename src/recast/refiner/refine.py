@@ -58,7 +58,7 @@ class Refined:
 
 @dataclass
 class Guard:
-    """The check where x' meets the generator: in the CMA-ES fitness (Eq. 10-11), the choice of
+    """The check where x' meets the generator: in the CMA-ES fitness (Eq. 11), the choice of
     the pseudo-labels x* (Eq. 11) and at inference. `enabled` False is the paper: x' goes to
     the generator whatever it is, and the verdicts are only counted."""
 

@@ -16,8 +16,6 @@ where they are written, so a change to the check never re-runs the slow teacher.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import time
 from collections import Counter
@@ -28,7 +26,6 @@ from typing import Any
 from recast import io
 from recast.config import Params
 from recast.data.fewshot import EXAMPLES
-from recast.errors import RecastError
 from recast.records import PreferencePair
 
 TEACHER = (
@@ -111,21 +108,23 @@ def key(params: Params, pairs: list[PreferencePair]) -> str:
         "response_words": RESPONSE_WORDS,
         "ids": [p.id for p in pairs],
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return io.digest(parts)
 
 
-def write_rewrites(params: Params, pairs: list[PreferencePair]) -> dict[str, Any]:
-    """Run the teacher (greedy) on every pair and write bpo.rewrites; returns the file's
-    content (key, teacher, seconds, rows)."""
+def rewrite_file(params: Params, pairs: list[PreferencePair]) -> dict[str, Any]:
+    """The content of bpo.rewrites for `pairs`: as stored when the file holds exactly these,
+    else the teacher run now (greedy); {key, teacher, teacher_seconds, rows}. Only the
+    `rewrites` stage writes it (recast.stages.refiner)."""
+    path = Path(params.bpo.rewrites)
+    if path.exists() and (stored := io.read_json(path)).get("key") == key(params, pairs):
+        return stored
     rows, seconds = _written(params, pairs)
-    out = {
+    return {
         "key": key(params, pairs),
         "teacher": params.bpo.teacher,
         "teacher_seconds": round(seconds, 1),
         "rows": rows,
     }
-    io.write_json(params.bpo.rewrites, out)
-    return out
 
 
 def _written(params: Params, pairs: list[PreferencePair]) -> tuple[list[dict[str, str]], float]:
@@ -171,15 +170,13 @@ def read_rewrites(params: Params, pairs: list[PreferencePair]) -> list[Rewrite] 
     return [Rewrite(**row) for row in data["rows"]]
 
 
-def rewrites(params: Params, pairs: list[PreferencePair], store: bool = False) -> list[Rewrite]:
+def rewrites(params: Params, pairs: list[PreferencePair]) -> list[Rewrite]:
     """The teacher's rewrites of `pairs`: from bpo.rewrites when it holds exactly these (the
-    `rewrites` stage wrote it), else written now; stored in bpo.rewrites only with `store` (the
-    file is the `rewrites` stage's output, which no other stage may overwrite)."""
+    `rewrites` stage wrote it), else written now and not stored (the file is that stage's
+    output, which no other stage may overwrite)."""
     found = read_rewrites(params, pairs)
     if found is not None:
         return found
-    if store:
-        return [Rewrite(**row) for row in write_rewrites(params, pairs)["rows"]]
     return [Rewrite(**row) for row in _written(params, pairs)[0]]
 
 
@@ -214,29 +211,3 @@ def keep(rows: list[Rewrite], guard: bool, check_encoder: str | None) -> Kept:
     else:
         kept = [r for r in rows if r.x_prime and r.x_prime != r.x]
     return Kept(kept, verdicts, len(rows) - len(kept))
-
-
-def rewrites_stage(params: Params) -> dict[str, Any]:
-    """Stage `rewrites`: the teacher's rewrites of the first bpo.train_size training queries,
-    written to bpo.rewrites (reused as they are when they already hold exactly these)."""
-    from recast.data.stages import METRICS_DIR
-    from recast.runs import load_split
-
-    bp = params.bpo
-    pairs = load_split(params, "train")
-    pairs = pairs[: bp.train_size] if bp.train_size else pairs
-    if not pairs:
-        raise RecastError("the train split is empty: nothing for the teacher to rewrite")
-    reused = read_rewrites(params, pairs) is not None
-    rows = rewrites(params, pairs, store=True)
-    header = io.read_json(bp.rewrites)
-    kept = keep(rows, params.refiner.guard, params.refiner.check_encoder)
-    metrics = {
-        "queries": len(rows),
-        "teacher": bp.teacher,
-        "teacher_seconds": header.get("teacher_seconds"),
-        "reused": reused,
-        **kept.metrics(),
-    }
-    io.write_json(METRICS_DIR / "rewrites.json", metrics)
-    return metrics

@@ -14,11 +14,9 @@ so it decodes exactly as the search and training will decode it. With refiner.wa
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
-from recast import io
 from recast.config import Params
 from recast.errors import RecastError
 from recast.records import PreferencePair
@@ -67,23 +65,11 @@ def fits(refiner: Refiner, rows: list[Rewrite], max_tokens: int) -> list[Rewrite
     ]
 
 
-def warmstart_stage(params: Params) -> dict[str, Any]:
-    """Stage `warmstart`: ρ_sft from refiner.model and the kept teacher rewrites (bpo.rewrites),
-    saved to refiner.warm_start_dir/refiner; with refiner.warm_start off, only a note."""
-    from recast.data.stages import METRICS_DIR
-    from recast.runs import load_split
-    from recast.training import save_refiner
-
-    rp, bp = params.refiner, params.bpo
-    out = Path(rp.warm_start_dir)
-    if not rp.warm_start:
-        metrics: dict[str, Any] = {"warm_start": False}
-        io.write_json(out / "skipped.json", {"reason": "refiner.warm_start is false"})
-        io.write_json(METRICS_DIR / "warmstart.json", metrics)
-        return metrics
-    t0 = time.perf_counter()
-    pairs = load_split(params, "train")
-    pairs: list[PreferencePair] = pairs[: bp.train_size] if bp.train_size else pairs
+def train_sft(params: Params, pairs: list[PreferencePair]) -> tuple[Refiner, list[Any], Any, int]:
+    """ρ_sft: refiner.model fine-tuned by l_sft on the teacher's rewrites of `pairs` that the
+    check keeps (refiner.guard) and that fit in refiner.max_refined_tokens. Returns the refiner,
+    the step statistics, the check's counts (teacher.Kept) and how many rows it trained on."""
+    rp = params.refiner
     kept = keep(rewrites(params, pairs), rp.guard, rp.check_encoder)
     refiner = Refiner.from_params(rp.model, rp)
     rows = fits(refiner, kept.pairs, rp.max_refined_tokens)
@@ -92,19 +78,4 @@ def warmstart_stage(params: Params) -> dict[str, Any]:
             f"no teacher rewrite of {len(pairs)} queries passed the check and fits in "
             f"{rp.max_refined_tokens} tokens: nothing to warm-start on"
         )
-    stats = warm_start(refiner, rows, params)
-    save_refiner(refiner, out / "refiner")
-    io.write_json(out / "log.json", [dataclasses.asdict(s) for s in stats])
-    metrics = {
-        "warm_start": True,
-        "queries": len(pairs),
-        **kept.metrics(),
-        "too_long": len(kept.pairs) - len(rows),
-        "trained_on": len(rows),
-        "steps": len(stats),
-        "first_loss": stats[0].loss,
-        "final_loss": stats[-1].loss,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    io.write_json(METRICS_DIR / "warmstart.json", metrics)
-    return metrics
+    return refiner, warm_start(refiner, rows, params), kept, len(rows)

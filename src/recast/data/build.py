@@ -1,13 +1,13 @@
-"""The four data stages, called alike by the DVC stages, the CLI and the Prefect tasks:
-ingest -> pairs -> validate -> split. Each replaces all of its outputs together once it has
-succeeded (`io.replaced`), or none of them, and returns the metrics it also writes as JSON
-(counts per source, drops per reason, split sizes)."""
+"""The data library behind the four data stages (recast.stages.data): raw records from the
+bundled samples, a local folder or the hubs; pairs and eval prompts cleaned, deduplicated and
+counted; the validation stamp; the split. Nothing here writes a stage's outputs."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,25 +15,22 @@ from typing import Any
 import pyarrow as pa
 
 from recast import io
-from recast.config import IngestParams, PairsParams, Params, SplitParams, ValidateParams
+from recast.config import IngestParams, PairsParams, SplitParams
 from recast.data import alpaca_gpt4, chatbot_arena, eval_sets, hh_rlhf, oasst1
 from recast.data.clean import clean_pairs, normalize
 from recast.data.common import Drop
 from recast.data.raw import RawRecord, read_records
 from recast.data.split import split_pairs
-from recast.errors import DataError, ValidationFailed
+from recast.errors import DataError
 from recast.records import (
     EvalPrompt,
     PreferencePair,
     eval_from_table,
-    eval_table,
     pairs_from_table,
-    pairs_table,
 )
 
 SOURCES: dict[str, ModuleType] = {m.NAME: m for m in (hh_rlhf, oasst1, alpaca_gpt4, chatbot_arena)}
 RAW_SCHEMA = pa.schema([("origin", pa.string()), ("raw", pa.string())])
-METRICS_DIR = Path("metrics")
 VALIDATED_STAMP = "validated.json"
 
 
@@ -73,27 +70,22 @@ def _raw_records(params: IngestParams, name: str) -> Iterator[RawRecord]:
         yield from read_records(path, params.max_records)
 
 
-def ingest(params: IngestParams) -> dict[str, Any]:
-    """Read every raw source into data/ingest/{train,eval}/<name>.parquet (origin, raw JSON)."""
+def raw_table(params: IngestParams, name: str) -> pa.Table:
+    """One training source or eval set as a table of (origin, raw JSON) rows."""
+    rows = [
+        {"origin": o, "raw": json.dumps(r, ensure_ascii=False)}
+        for o, r in _raw_records(params, name)
+    ]
+    if not rows:
+        raise DataError(f"{name}: no raw records found")
+    return pa.Table.from_pylist(rows, RAW_SCHEMA)
+
+
+def ingest_jobs(params: IngestParams) -> list[tuple[str, str]]:
+    """(kind, name) of every table ingest writes: kind is train (a source) or eval (a set)."""
     _check_names(params.sources, SOURCES, "training source")
     _check_names(params.eval_sets, eval_sets.FILES, "eval set")
-    out = Path(params.out_dir)
-    counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
-    jobs = [("train", n) for n in params.sources] + [("eval", n) for n in params.eval_sets]
-    with io.replaced(out, METRICS_DIR / "ingest.json") as (new_out, new_metrics):
-        for kind, name in jobs:
-            rows = [
-                {"origin": o, "raw": json.dumps(r, ensure_ascii=False)}
-                for o, r in _raw_records(params, name)
-            ]
-            if not rows:
-                raise DataError(f"{name}: no raw records found")
-            table = pa.Table.from_pylist(rows, RAW_SCHEMA)
-            io.write_parquet(new_out / kind / f"{name}.parquet", table)
-            counts[kind][name] = len(rows)
-        metrics = {"raw_records": counts}
-        io.write_json(new_metrics, metrics)
-    return metrics
+    return [("train", n) for n in params.sources] + [("eval", n) for n in params.eval_sets]
 
 
 def _read_raw(path: Path) -> list[RawRecord]:
@@ -145,8 +137,18 @@ def _dedup_across(pairs: list[PreferencePair], per_source: dict[str, Any]) -> li
     return kept
 
 
-def build_pairs(ingest_dir: str | Path, params: PairsParams) -> dict[str, Any]:
-    """Raw tables -> cleaned preference pairs and eval prompts (data/pairs/*.parquet)."""
+@dataclass
+class Built:
+    """The pairs stage's result: cleaned pairs, eval prompts, and what was kept and dropped."""
+
+    pairs: list[PreferencePair]
+    prompts: list[EvalPrompt]
+    metrics: dict[str, Any]
+
+
+def build_pairs(ingest_dir: str | Path, params: PairsParams) -> Built:
+    """Raw tables -> cleaned preference pairs and eval prompts, with counts per source and set
+    and drops per reason."""
     if params.on_malformed not in ("error", "drop"):
         raise DataError(f"pairs.on_malformed must be error or drop, got {params.on_malformed!r}")
     ingest_dir = Path(ingest_dir)
@@ -172,40 +174,23 @@ def build_pairs(ingest_dir: str | Path, params: PairsParams) -> dict[str, Any]:
         )
         prompts.extend(items)
         per_set[path.stem] = {"prompts": len(items), "drops": dict(drops)}
-    out = Path(params.out_dir)
     metrics = {"total_pairs": len(unique), "sources": per_source, "eval_sets": per_set}
-    outputs = (out / "pairs.parquet", out / "eval.parquet", METRICS_DIR / "pairs.json")
-    with io.replaced(*outputs) as (new_pairs, new_eval, new_metrics):
-        io.write_parquet(new_pairs, pairs_table(unique))
-        io.write_parquet(new_eval, eval_table(prompts))
-        io.write_json(new_metrics, metrics)
-    return metrics
+    return Built(unique, prompts, metrics)
 
 
-def validate(pairs_dir: str | Path, params: ValidateParams, languages: list[str]) -> dict[str, Any]:
-    """Run the Great Expectations suites; on success stamp the validated files' hashes so the
-    split stage can refuse data that was never validated or changed since."""
-    from recast.data.validate import validate_and_report
-
+def input_files(pairs_dir: str | Path) -> dict[str, Path]:
+    """The files validation checks and stamps: pairs.parquet and eval.parquet."""
     pairs_dir = Path(pairs_dir)
-    stamp = pairs_dir / VALIDATED_STAMP
     files = {name: pairs_dir / f"{name}.parquet" for name in ("pairs", "eval")}
     for path in files.values():
         if not path.exists():
             raise DataError(f"{path} is missing: run the pairs stage first")
-    with io.replaced(stamp, METRICS_DIR / "validate.json") as (new_stamp, new_metrics):
-        try:
-            # Replaces the report even when it raises ValidationFailed: it explains the failure.
-            results = validate_and_report(
-                io.read_parquet(files["pairs"]), io.read_parquet(files["eval"]), params, languages
-            )
-        except ValidationFailed:
-            io.remove(stamp)  # an old success must not outlive a failed validation
-            raise
-        metrics = {"suites": {r.name: {"success": r.success, "rows": r.rows} for r in results}}
-        io.write_json(new_metrics, metrics)
-        io.write_json(new_stamp, {name: io.sha256_file(path) for name, path in files.items()})
-    return metrics
+    return files
+
+
+def stamp(files: dict[str, Path]) -> dict[str, str]:
+    """The validated files' hashes, which split checks (require_validated)."""
+    return {name: io.sha256_file(path) for name, path in files.items()}
 
 
 def require_validated(pairs_dir: Path) -> None:
@@ -218,36 +203,10 @@ def require_validated(pairs_dir: Path) -> None:
             raise DataError(f"{pairs_dir / name}.parquet changed after validation: validate again")
 
 
-def split(pairs_dir: str | Path, params: SplitParams) -> dict[str, Any]:
-    """Validated pairs -> data/splits/{train,es,dev}.parquet, and the eval prompts beside them."""
+def split(pairs_dir: str | Path, params: SplitParams) -> tuple[dict[str, Any], list[EvalPrompt]]:
+    """Validated pairs -> {train: D, es: D_es, dev} and the eval prompts, unchanged."""
     pairs_dir = Path(pairs_dir)
     require_validated(pairs_dir)
     parts = split_pairs(pairs_from_table(io.read_parquet(pairs_dir / "pairs.parquet")), params)
     prompts = eval_from_table(io.read_parquet(pairs_dir / "eval.parquet"))
-    sizes = {name: len(pairs) for name, pairs in parts.items()}
-    per_set = Counter(p.set for p in prompts)
-    metrics = {"sizes": sizes, "eval_sets": dict(sorted(per_set.items()))}
-    with io.replaced(params.out_dir, METRICS_DIR / "split.json") as (new_out, new_metrics):
-        for name, pairs in parts.items():
-            io.write_parquet(new_out / f"{name}.parquet", pairs_table(pairs))
-        io.write_parquet(new_out / "eval.parquet", eval_table(prompts))
-        io.write_json(new_metrics, metrics)
-    return metrics
-
-
-def build(params: Params, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """All four stages in order, as `dvc repro` runs them, as one: if a stage fails, the ones
-    before it are undone too, so data/ingest, data/pairs and data/splits stay from one build
-    (a failed validation's report is kept: the error points at it)."""
-    with io.undoable():
-        progress("ingest")
-        metrics = {"ingest": ingest(params.ingest)}
-        progress("pairs")
-        metrics["pairs"] = build_pairs(params.ingest.out_dir, params.pairs)
-        progress("validate")
-        metrics["validate"] = validate(
-            params.pairs.out_dir, params.validate, params.pairs.languages
-        )
-        progress("split")
-        metrics["split"] = split(params.pairs.out_dir, params.split)
-    return metrics
+    return parts, prompts

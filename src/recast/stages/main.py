@@ -1,7 +1,7 @@
-"""The main job's last stage (`recast main`, DVC stage `main`): ours against ORG on every
-bundled evaluation prompt with the configured judge, then the run's summary printed and saved.
+"""Stage `main` (`recast main`, the last stage of `make run`): ours against ORG on every
+bundled evaluation prompt with the configured judge, then the run's summary, saved and returned.
 
-It is the evaluate stage restricted to main.systems and writing under main.out_dir, so the
+It is the `evaluate` stage restricted to main.systems and writing under main.out_dir, so the
 main job and the full reproduction judge in exactly the same way."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 
 from recast import io
 from recast.config import Params
-from recast.data.stages import METRICS_DIR
 from recast.errors import RecastError
-from recast.evaluation.stages import eval_prompts, evaluate_stage
+from recast.evaluation.run import eval_prompts
 from recast.evaluation.summary import examples, render
+from recast.stages.common import metrics_path
+from recast.stages.evaluate import evaluate
 
 
 def _read(path: Path, made_by: str) -> Any:
@@ -26,7 +27,7 @@ def _read(path: Path, made_by: str) -> Any:
     return io.read_json(path)
 
 
-def main_stage(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
+def main(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
     """Evaluate main.systems (ours vs each), write main.out_dir/{results.json, summary.txt} and
     metrics/main.json, and return the summary's text."""
     m = params.main
@@ -35,7 +36,7 @@ def main_stage(params: Params, log: Callable[[str], None] = lambda _: None) -> s
     p = dataclasses.replace(
         params, evaluate=dataclasses.replace(params.evaluate, systems=m.systems, out_dir=m.out_dir)
     )
-    result = evaluate_stage(p, log, stage="main", metrics_file="main.json")
+    result = evaluate(p, log, stage="main", metrics="main")
 
     out = Path(m.out_dir)
     judged = io.read_json(out / "judgments" / "ours_vs_org.json")
@@ -53,13 +54,13 @@ def main_stage(params: Params, log: Callable[[str], None] = lambda _: None) -> s
         for name in p.evaluate.sets
     }
     data = {
-        "sources": _read(METRICS_DIR / "pairs.json", "dvc repro pairs")["sources"],
-        "sizes": _read(METRICS_DIR / "split.json", "dvc repro split")["sizes"],
+        "sources": _read(metrics_path("pairs"), "dvc repro pairs")["sources"],
+        "sizes": _read(metrics_path("split"), "dvc repro split")["sizes"],
     }
     train = _read(Path(params.refiner.out_dir) / "summary.json", "dvc repro train")
     warm = None
     if params.refiner.warm_start:
-        warm = _read(METRICS_DIR / "warmstart.json", "dvc repro warmstart")
+        warm = _read(metrics_path("warmstart"), "dvc repro warmstart")
     text = render(data, train, warm, result, examples(sets, outcomes, m.examples), m.width)
     io.write_text(out / "summary.txt", text + "\n")
     return text
