@@ -185,3 +185,30 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
     assert str(version.version) == summary["registered_version"] == "1"
     assert version.tags["train_run_id"] == parent.info.run_id
     assert version.run_id == runs["round-2"].info.run_id
+
+
+def test_dev_fitness_is_read_back_only_for_the_same_xi_and_dev(
+    tiny_lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recast.training as training
+    from recast.search import make_space
+
+    p = tiny_params(tiny_lm, tmp_path)
+    pairs = real_pairs(5)
+    refiner, gen = Refiner.load(tiny_lm), LocalGenerator(p.generator)
+    space = make_space(refiner, pairs[:2], p.cmaes)
+    xi = np.full(2 * p.cmaes.d_z, 0.1)
+    first = training.dev_fitness_cached(refiner, gen, pairs[2:], space, p, xi, tmp_path)
+    assert set(first) == {"dev_fitness_at_zero", "dev_fitness_at_xi_star"}
+    calls: list[int] = []
+    real = training.dev_fitness
+    monkeypatch.setattr(training, "dev_fitness", lambda *a: calls.append(1) or real(*a))
+    again = training.dev_fitness_cached(refiner, gen, pairs[2:], space, p, xi, tmp_path)
+    assert again == first and calls == []  # read back, not rescored
+    training.dev_fitness_cached(refiner, gen, pairs[3:], space, p, xi, tmp_path)  # other dev
+    training.dev_fitness_cached(refiner, gen, pairs[2:], space, p, 2 * xi, tmp_path)  # other ξ*
+    assert calls == [1, 1]
+    saved = io.read_json(tmp_path / training.DEV_FITNESS)
+    training.dev_fitness_cached(refiner, gen, pairs[2:], space, p, 3 * xi, tmp_path, save=False)
+    assert calls == [1, 1, 1]  # scored, but round 1's search folder is left alone:
+    assert io.read_json(tmp_path / training.DEV_FITNESS) == saved

@@ -186,6 +186,36 @@ def dev_fitness(
     return {"dev_fitness_at_zero": at_zero, "dev_fitness_at_xi_star": at_star}
 
 
+DEV_FITNESS = "dev_fitness.json"
+"""Beside a search's checkpoint: F(0) and F(ξ*) on dev for that search's refiner and ξ*."""
+
+
+def dev_fitness_cached(
+    refiner: Refiner,
+    generator: Generator,
+    dev: list[PreferencePair],
+    space: Space,
+    params: Params,
+    xi_star: np.ndarray,
+    search_dir: Path,
+    save: bool = True,
+) -> dict[str, float]:
+    """dev_fitness, read from search_dir when the same ξ* was scored on the same dev pairs
+    there: round 1 of `train` and of each ablation starts from the refiner the `search` stage
+    searched with, and scoring 2 x |dev| queries again cost as much as the search itself.
+    `save` False leaves search_dir as it is (round 1: it is the `search` stage's output)."""
+    path = search_dir / DEV_FITNESS
+    key = {"xi_star": [float(v) for v in xi_star], "dev": [p.id for p in dev]}
+    if path.exists():
+        saved = io.read_json(path)
+        if saved.get("key") == key:
+            return saved["fitness"]
+    fitness = dev_fitness(refiner, generator, dev, space, params, xi_star)
+    if save:
+        io.write_json(path, {"key": key, "fitness": fitness})
+    return fitness
+
+
 @dataclass
 class Reporter:
     """Callbacks the CLI uses for live progress (all optional)."""
@@ -314,7 +344,11 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
         xi_star = np.asarray(result.xi_star)
         e_star = space.embeddings(xi_star)
         row.update(_search_row(result))
-        row.update(dev_fitness(refiner, generator, dev_pairs, space, params, xi_star))
+        row.update(
+            dev_fitness_cached(
+                refiner, generator, dev_pairs, space, params, xi_star, search_dir, save=s != 1
+            )
+        )
         io.write_npy(round_dir / "xi_star.npy", xi_star)
         track_search(tracker, f"search round-{s}", result, row, round_dir / "xi_star.npy")
     else:  # Table 3's ablation: no search, the unbiased refiner labels itself

@@ -118,7 +118,9 @@ def search(
         )
         xi_star = np.asarray(result.xi_star)
         report.message(f"fitness on the dev split ({len(dev)} pairs) at ξ = 0 and ξ*")
-        at_dev = training.dev_fitness(refiner, generator, dev, space, params, xi_star)
+        at_dev = training.dev_fitness_cached(
+            refiner, generator, dev, space, params, xi_star, Path(params.cmaes.out_dir)
+        )
     finally:
         generator.close()
     metrics = {
