@@ -72,7 +72,7 @@ def test_render_states_the_interval_verdict(bpo: list[dict[str, str]]) -> None:
     train = {"rounds": [{"round": 1, "fitness_at_zero": 2.5, "best_fitness": 2.0,
                          "dev_fitness_at_zero": 2.6, "dev_fitness_at_xi_star": 2.4,
                          "x_star_rewrite": 3, "x_star_copy": 1, "x_star_drift": 1,
-                         "x_star_fallback": 1}]}  # fmt: skip
+                         "x_star_fallback": 1, "x_star_trained_on": 4}]}  # fmt: skip
     agreement = {"bpo_test": {"agreement": 0.85, "length_baseline": 0.75,
                               "balanced_agreement": 0.5, "balanced_length_baseline": 0.17,
                               "balanced_n": 6}}  # fmt: skip
@@ -93,7 +93,7 @@ def test_render_states_the_interval_verdict(bpo: list[dict[str, str]]) -> None:
         text = render(data, train, None, result, chosen, 90)
         assert words in text
         assert "win 30% / loss 20% / tie 50%" in text and "2.500 → 2.000" in text
-        assert "rewrite 3, copy 1, harmful 1 (fell back to x: 1)" in text
+        assert "rewrite 3, copy 1, harmful 1; p_im fine-tuned on 4 of them" in text
         assert "agrees 85% (longer answer wins: 75%" in text
         assert "Example 1 (a; judge: ours loss)" in text and "Example 2" not in text
         assert bpo[0]["optimized_prompt"].split()[0] in text

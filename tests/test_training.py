@@ -212,3 +212,33 @@ def test_dev_fitness_is_read_back_only_for_the_same_xi_and_dev(
     training.dev_fitness_cached(refiner, gen, pairs[2:], space, p, 3 * xi, tmp_path, save=False)
     assert calls == [1, 1, 1]  # scored, but round 1's search folder is left alone:
     assert io.read_json(tmp_path / training.DEV_FITNESS) == saved
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_guarded_rounds_fine_tune_only_on_the_x_star_the_check_keeps(
+    tiny_lm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guard: bool
+) -> None:
+    import recast.training as training
+
+    p = tiny_params(
+        tiny_lm, tmp_path, "refiner.rounds=1", "refiner.train_size=6", "cmaes.enabled=false",
+        f"refiner.guard={str(guard).lower()}", "refiner.check_encoder=null",
+    )  # fmt: skip
+    seen: list[tuple[list[str], list[str]]] = []
+    real = training.finetune
+
+    def spy(refiner, q_im, pairs, x_star, params, on_step=lambda _: None):  # type: ignore[no-untyped-def]
+        seen.append(([q.id for q in pairs], list(x_star)))
+        return real(refiner, q_im, pairs, x_star, params, on_step)
+
+    monkeypatch.setattr(training, "finetune", spy)
+    pairs = real_pairs(8)
+    gen = LocalGenerator(p.generator)
+    summary = train(p, Refiner.load(tiny_lm), gen, pairs[:6], [], pairs[6:]).summary
+    labels = io.read_parquet(tmp_path / "train" / "round-1" / "pseudo_labels.parquet").to_pylist()
+    harmful = {"answers", "drift", "degenerate"}
+    kept = [r for r in labels if not (guard and (r["verdict"] in harmful or not r["x_star"]))]
+    assert seen == [([r["id"] for r in kept], [r["x_star"] for r in kept])]
+    assert summary["rounds"][0]["x_star_trained_on"] == len(kept)
+    if not guard:
+        assert len(kept) == 6  # the paper: every x* as decoded

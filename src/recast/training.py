@@ -362,14 +362,26 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
         guard=rp.guard,
         check_encoder=rp.check_encoder,
     )
-    # the guard's choice of x*: x where x* is harmful; the paper trains on x* as decoded
+    # what is written as x*: what the guard would send (x where x* is harmful); the paper
+    # trains on x* as decoded
     x_star = [r.sent if rp.guard else r.x_prime for r in labels]
     rows = [
         {"id": p.id, "x": p.prompt, "x_star": x, "verdict": r.verdict}
         for p, x, r in zip(pairs, x_star, labels, strict=True)
     ]
     io.write_parquet(round_dir / "pseudo_labels.parquet", pa.Table.from_pylist(rows, PSEUDO_SCHEMA))
-    stats = finetune(refiner, q_im, pairs, x_star, params, on_step=lambda st: report.step(s, st))
+    # The guard's D for Eq. 12: the pairs whose x* the check keeps (a rewrite, or a copy). A
+    # harmful x* is neither trained on as decoded nor replaced by x: measured, replacing it by x
+    # (half of all x*) taught p_im to copy (eval prompts: copy 45 %, rewrite 9 % after round 1).
+    keep = [i for i, r in enumerate(labels) if not (rp.guard and r.fallback)]
+    stats = finetune(
+        refiner,
+        q_im,
+        [pairs[i] for i in keep],
+        [x_star[i] for i in keep],
+        params,
+        on_step=lambda st: report.step(s, st),
+    )
     io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])
     for st in stats:
         tracker.log_metrics({"loss": st.loss, "ce": st.ce, "kl": st.kl}, step=st.step)
@@ -379,6 +391,7 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
         {
             "final_loss": stats[-1].loss if stats else None,
             "empty_pseudo_labels": sum(not r.x_prime for r in labels),
+            "x_star_trained_on": len(keep),
             **x_star_checks(labels),
             "seconds": time.perf_counter() - t0,
         }

@@ -136,10 +136,11 @@ def render(
             )
         harmful = sum(row.get(f"x_star_{v}", 0) for v in ("answers", "drift", "degenerate"))
         n = sum(row.get(f"x_star_{v}", 0) for v in ("rewrite", "copy")) + harmful
+        trained = row.get("x_star_trained_on")
         out.append(
             f"            x* on {n} queries: rewrite {row.get('x_star_rewrite', 0)}, "
-            f"copy {row.get('x_star_copy', 0)}, harmful {harmful} "
-            f"(fell back to x: {row.get('x_star_fallback', 0)})"
+            f"copy {row.get('x_star_copy', 0)}, harmful {harmful}"
+            + ("" if trained is None else f"; p_im fine-tuned on {trained} of them")
         )
     shares = result.get("rewrites", {}).get("ours", {}).get("all")
     if shares:
