@@ -1,5 +1,5 @@
-"""`dvc repro TARGET…` one stage at a time, in the order DVC would run them, timing each: where
-the time of `make run` / `make reproduce` goes. Stages that are up to date are listed as such.
+"""`dvc repro TARGET…`, with the wall time of each stage it ran: where the time of `make run` /
+`make reproduce` goes. DVC's own output passes through as it comes; the table follows it.
 
     python scripts/repro_times.py main            # the main job's stages
     python scripts/repro_times.py                 # every stage (make reproduce)
@@ -15,17 +15,7 @@ import subprocess
 import sys
 import time
 
-_RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
-
-
-def planned(targets: list[str]) -> list[str]:
-    """The stages `dvc repro TARGETS` would run, in its order (from a dry run)."""
-    dry = subprocess.run(
-        ["dvc", "repro", "--dry", *targets], capture_output=True, text=True, check=False
-    )
-    if dry.returncode != 0:
-        sys.exit(f"dvc repro --dry {' '.join(targets)} failed:\n{dry.stderr or dry.stdout}")
-    return list(dict.fromkeys(_RUNNING.findall(dry.stdout)))
+_RUNNING = re.compile(r"^Running stage '([^']+)'")
 
 
 def main() -> None:
@@ -33,24 +23,38 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help="dvc.yaml stages (default: all)")
     parser.add_argument("--json", help="also write {stage: seconds} here")
     args = parser.parse_args()
-    stages = planned(args.targets)
-    times: dict[str, float] = {}
     start = time.perf_counter()
-    for stage in stages:
-        t0 = time.perf_counter()
-        # -s: this stage alone; its dependencies ran just before, in DVC's own order
-        if subprocess.run(["dvc", "repro", "-s", stage], check=False).returncode != 0:
-            sys.exit(f"stage {stage} failed after {time.perf_counter() - t0:.0f} s")
-        times[stage] = time.perf_counter() - t0
-    total = time.perf_counter() - start
+    began: dict[str, float] = {}  # stage -> when DVC said it starts running it
+    # DVC runs the stages one after another and announces each: the time between two
+    # announcements is the first one's (the last one's ends with the process)
+    with subprocess.Popen(
+        ["dvc", "repro", *args.targets],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            found = _RUNNING.match(line)
+            if found:
+                began[found.group(1)] = time.perf_counter()
+    end = time.perf_counter()
+    marks = [*began.values(), end]
+    times = {stage: marks[i + 1] - t for i, (stage, t) in enumerate(began.items())}
     width = max([len(s) for s in times] + [5])
     print(f"\n{'stage':<{width}}  seconds")
     for stage, seconds in times.items():
         print(f"{stage:<{width}}  {seconds:7.0f}")
-    print(f"{'total':<{width}}  {total:7.0f}  ({total / 60:.1f} min; up-to-date stages not listed)")
+    total = end - start
+    print(f"{'total':<{width}}  {total:7.0f}  ({total / 60:.1f} min; stages up to date not listed)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"stages": times, "total": total}, f, indent=1)
+    if proc.returncode != 0:
+        sys.exit(f"dvc repro {' '.join(args.targets)} failed (exit {proc.returncode})")
 
 
 if __name__ == "__main__":
