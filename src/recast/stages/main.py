@@ -17,14 +17,18 @@ from recast.config import Params
 from recast.errors import RecastError
 from recast.evaluation.run import eval_prompts
 from recast.evaluation.summary import examples, render
-from recast.stages.common import metrics_path
+from recast.stages.common import metrics_path, read_metrics
 from recast.stages.evaluate import evaluate
 
 
-def _read(path: Path, made_by: str) -> Any:
-    if not path.exists():
-        raise RecastError(f"{path} is missing: run `{made_by}` first (or `make run`)")
-    return io.read_json(path)
+def _metrics(stage: str) -> Any:
+    """metrics/<stage>.json, or an error that says which stage to run."""
+    found = read_metrics(stage)
+    if found is None:
+        raise RecastError(
+            f"{metrics_path(stage)} is missing: run `dvc repro {stage}` first (or `make run`)"
+        )
+    return found
 
 
 def main(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
@@ -33,6 +37,18 @@ def main(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
     m = params.main
     if "ours" not in m.systems or "org" not in m.systems:
         raise RecastError(f"main.systems={m.systems}: the main job compares 'ours' with 'org'")
+    # what the summary reads besides the evaluation: checked before the evaluation's minutes
+    data = {
+        "sources": _metrics("pairs")["sources"],
+        "sizes": _metrics("split")["sizes"],
+    }
+    train_summary = Path(params.refiner.out_dir) / "summary.json"
+    if not train_summary.exists():
+        raise RecastError(f"{train_summary} is missing: run `dvc repro train` first")
+    train = io.read_json(train_summary)
+    warm = None
+    if params.refiner.warm_start:
+        warm = _metrics("warmstart")
     p = dataclasses.replace(
         params, evaluate=dataclasses.replace(params.evaluate, systems=m.systems, out_dir=m.out_dir)
     )
@@ -53,14 +69,6 @@ def main(params: Params, log: Callable[[str], None] = lambda _: None) -> str:
         }
         for name in p.evaluate.sets
     }
-    data = {
-        "sources": _read(metrics_path("pairs"), "dvc repro pairs")["sources"],
-        "sizes": _read(metrics_path("split"), "dvc repro split")["sizes"],
-    }
-    train = _read(Path(params.refiner.out_dir) / "summary.json", "dvc repro train")
-    warm = None
-    if params.refiner.warm_start:
-        warm = _read(metrics_path("warmstart"), "dvc repro warmstart")
     text = render(data, train, warm, result, examples(sets, outcomes, m.examples), m.width)
     io.write_text(out / "summary.txt", text + "\n")
     return text
