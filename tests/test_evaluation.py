@@ -265,3 +265,19 @@ def test_extract_rewrite_keeps_the_instruction_alone(reply: str, rewrite: str) -
     from recast.evaluation.bpo import extract_rewrite
 
     assert extract_rewrite(reply) == rewrite
+
+
+def test_a_query_answered_in_the_set_is_not_generated_again() -> None:
+    """"ours" sends x itself where the guard rejected x': the generator answers each distinct
+    query once per set, and each system gets the answer to what it sent."""
+    from recast.config import load_params
+    from recast.evaluation.systems import Context
+
+    generator = ScriptedJudge(lambda p: f"answer to {p[:20]}")
+    ctx = Context(load_params(None, []), generator, None, len)  # type: ignore[arg-type]
+    org, _ = ctx.greedy_answers(QUESTIONS[:3])
+    sent = [QUESTIONS[0], "Please explain: " + QUESTIONS[1], QUESTIONS[2]]  # one x' kept
+    ours, tokens = ctx.greedy_answers(sent)
+    assert generator.prompts == [*sorted(QUESTIONS[:3]), sent[1]]
+    assert ours == [org[0], f"answer to {sent[1][:20]}", org[2]]
+    assert tokens == sum(map(len, ours))

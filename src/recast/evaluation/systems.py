@@ -60,6 +60,9 @@ class Context:
     reward: RewardModel
     count: Callable[[str], int]
     """Tokens in a text, by the refiner's tokenizer (the cost column)."""
+    greedy_cache: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The generator's greedy answer per query sent, in this set: "ours" sends x itself for
+    every x' the guard rejects, and ORG has answered that x already."""
 
     @property
     def greedy(self) -> Sampling:
@@ -75,8 +78,13 @@ class Context:
         )
 
     def greedy_answers(self, sent: list[str]) -> tuple[list[str], int]:
-        """The generator's greedy answers to `sent`, and the tokens they took."""
-        answers = self.generator.generate(sent, self.greedy)
+        """The generator's greedy answers to `sent`, and the tokens they took (an answer to a
+        query already answered in this set is that answer: greedy decoding is deterministic)."""
+        todo = sorted({q for q in sent if q not in self.greedy_cache})
+        if todo:
+            made = self.generator.generate(todo, self.greedy)
+            self.greedy_cache.update(zip(todo, made, strict=True))
+        answers = [self.greedy_cache[q] for q in sent]
         return answers, sum(map(self.count, answers))
 
 
@@ -147,26 +155,54 @@ def _refiner_key(params: Params, name: str) -> dict[str, Any]:
     }
 
 
-def _refined(ctx: Context, questions: list[str], name: str) -> Answers:
+@dataclasses.dataclass
+class Rewritten:
+    """What a system that rewrites x sends the generator, and the rewrite check's verdicts."""
+
+    sent: list[str]
+    """x' (or x where the guard fell back)."""
+    verdicts: list[str]
+    """The check's verdict on each x' before any guard."""
+    fallbacks: int | None
+    """x sent in place of a rejected x' (None: no guard protects this system)."""
+
+
+def _refined(params: Params, name: str, questions: list[str]) -> Rewritten:
     """x' = p_im(x) from the unbiased trained refiner through the one refine path (decode ->
     check -> guard): `sent` is x where the guard (refiner.guard) rejects x' or x' is empty."""
     from recast.refiner.model import Refiner
     from recast.refiner.refine import refine
 
-    rp = ctx.params.refiner
-    refiner = Refiner.from_params(refiner_spec(ctx.params, name), rp)
+    rp = params.refiner
+    refiner = Refiner.from_params(refiner_spec(params, name), rp)
     refined = refine(
         refiner, questions, rp.max_refined_tokens, guard=rp.guard, check_encoder=rp.check_encoder
     )
-    sent = [r.sent for r in refined]
-    answers, tokens = ctx.greedy_answers(sent)
-    fell = sum(r.fallback for r in refined)
-    verdicts = [r.verdict for r in refined]
-    return Answers(name, answers, len(questions), tokens, sent, fell, verdicts)
+    return Rewritten(
+        [r.sent for r in refined], [r.verdict for r in refined], sum(r.fallback for r in refined)
+    )
+
+
+def _answer_rewritten(ctx: Context, name: str, questions: list[str]) -> Answers:
+    """The generator's greedy answers to what system `name` sends (REWRITERS[name])."""
+    made = REWRITERS[name](ctx.params, name, questions)
+    answers, tokens = ctx.greedy_answers(made.sent)
+    return Answers(name, answers, len(questions), tokens, made.sent, made.fallbacks, made.verdicts)
+
+
+Rewriter = Callable[[Params, str, list[str]], Rewritten]
+REWRITERS: dict[str, Rewriter] = {}
+"""The systems that rewrite x before the generator answers it, and how: ours, its ablations,
+BPO and Align-Pro (scripts/rewrite_shares.py reads their x' without answering)."""
+
+
+def _rewriter(name: str, key_parts: KeyParts, rewriter: Rewriter) -> None:
+    REWRITERS[name] = rewriter
+    system(name, key_parts)(lambda ctx, questions: _answer_rewritten(ctx, name, questions))
 
 
 def _refiner_system(name: str) -> None:
-    system(name, _refiner_key)(lambda ctx, questions: _refined(ctx, questions, name))
+    _rewriter(name, _refiner_key, _refined)
 
 
 for _name in ("ours", *layout.VARIANT_OF_SYSTEM):  # ours, no_cmaes, omega_0
@@ -201,26 +237,23 @@ def _check_verdicts(params: Params, xs: list[str], x_primes: list[str]) -> list[
     return [c.verdict for c in check_many(xs, x_primes, encoder=encoder(spec) if spec else None)]
 
 
-def _rewritten(ctx: Context, name: str, questions: list[str], sent: list[str]) -> Answers:
-    answers, tokens = ctx.greedy_answers(sent)
-    verdicts = _check_verdicts(ctx.params, questions, sent)
-    return Answers(name, answers, len(questions), tokens, sent, None, verdicts)
+def _bpo(params: Params, name: str, questions: list[str]) -> Rewritten:
+    """BPO's optimized query, unguarded (as published)."""
+    sent = optimize(params.bpo, params.generator, questions)
+    return Rewritten(sent, _check_verdicts(params, questions, sent), None)
 
 
-@system("bpo", _trained_key("bpo"))
-def _bpo(ctx: Context, questions: list[str]) -> Answers:
-    sent = optimize(ctx.params.bpo, ctx.params.generator, questions)
-    return _rewritten(ctx, "bpo", questions, sent)
-
-
-@system("alignpro", _trained_key("prompter"))
-def _alignpro(ctx: Context, questions: list[str]) -> Answers:
-    """The Align-Pro prompter's x', sampled as in its paper."""
-    path = Path(ctx.params.prompter.out_dir) / "model"
+def _alignpro(params: Params, name: str, questions: list[str]) -> Rewritten:
+    """The Align-Pro prompter's x', sampled as in its paper, unguarded."""
+    path = Path(params.prompter.out_dir) / "model"
     if not (path / "config.json").exists():
         raise RecastError(f"no Align-Pro prompter at {path}: run `recast prompter` first")
-    sent = rewrite(ctx.params.prompter, ctx.params.generator, str(path), questions)
-    return _rewritten(ctx, "alignpro", questions, sent)
+    sent = rewrite(params.prompter, params.generator, str(path), questions)
+    return Rewritten(sent, _check_verdicts(params, questions, sent), None)
+
+
+_rewriter("bpo", _trained_key("bpo"), _bpo)
+_rewriter("alignpro", _trained_key("prompter"), _alignpro)
 
 
 @system("dpo", _trained_key("dpo"))
