@@ -17,6 +17,7 @@ from recast.data import eval_sets
 from recast.data.common import Drop
 from recast.data.fewshot import BPO_TEST_ITEMS, EXAMPLES, is_example
 from recast.errors import RecastError
+from recast.records import PreferencePair
 from recast.refiner import teacher
 from recast.refiner.teacher import Rewrite, extract_rewrite, keep
 from recast.refiner.warmstart import fits, start_spec, warm_start
@@ -50,7 +51,7 @@ def test_few_shot_examples_are_dropped_from_the_evaluation_set() -> None:
     assert {d.reason for d in drops} == {"teacher_example"}
     assert len(kept) == 17 and not any(is_example(p) for p in kept)
     assert kept[:5] == [r["prompt"] for r in BPO_TEST[:5]]  # the default evaluation is unchanged
-    assert is_example("  describe a GAME of chance. ")  # case and whitespace do not matter
+    assert is_example("  generate a CREATIVE way of advertising a new razor product. ")
 
 
 def test_extract_rewrite_unwraps_the_prefilled_label_and_sections() -> None:
@@ -83,12 +84,44 @@ def test_the_guard_keeps_rewrites_and_drops_copies_and_pasted_answers() -> None:
     assert sum(m[f"teacher_{v}"] for v in verdicts) == len(rows) + 6
 
 
+def standalone_pairs(n: int) -> list:
+    """The first n HH-RLHF pairs whose query has no earlier turns (the teacher's queries)."""
+    return [p for p in real_pairs(60) if not p.context][:n]
+
+
+def test_the_teacher_rewrites_only_queries_that_stand_alone() -> None:
+    """A follow-up turn cannot be rewritten without its conversation: skipped, order kept."""
+    pairs = real_pairs(60)
+    assert any(p.context for p in pairs[:10])  # the sample has follow-ups among its first
+    chosen = teacher.teacher_queries(pairs, 5)
+    assert chosen == standalone_pairs(5) and not any(p.context for p in chosen)
+    assert teacher.teacher_queries(pairs, None) == [p for p in pairs if not p.context]
+
+
+def test_the_teacher_prompt_shows_the_input_apart_and_x_prime_keeps_it() -> None:
+    """An instruction with an input (Alpaca's "instruction\n\ninput"): the teacher sees the
+    input under its own header, and x' is its rewritten instruction + x's input verbatim, even
+    where its reply runs on into a copy of the input or an [Input] header."""
+    x = "Calculate the area of the triangle.\n\nBase: 5cm; Height: 6cm"
+    prompt = teacher.teacher_prompt(PreferencePair("t", x, "It is 15 cm2.", "Triangles."))
+    assert "[Instruction]\nCalculate the area of the triangle.\n\n[Input" in prompt
+    assert "]\nBase: 5cm; Height: 6cm\n\n[Bad response]" in prompt
+    reply = "Rewritten instruction: Calculate the area of the triangle in cm2.\n\nBase: 5cm"
+    assert teacher.teacher_x_prime(x, reply) == (
+        "Calculate the area of the triangle in cm2.\n\nBase: 5cm; Height: 6cm"
+    )
+    headed = "Rewritten instruction: Find the area.\n[Input, passed on]\nBase: 5cm"
+    assert teacher.teacher_x_prime(x, headed) == "Find the area.\n\nBase: 5cm; Height: 6cm"
+    plain = "How do I build a PC?"
+    assert teacher.teacher_x_prime(plain, "Rewritten instruction: How do I build a PC?") == plain
+
+
 def test_rewrites_are_read_from_the_stage_file_and_rewritten_when_stale(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recast.records import pairs_table
 
-    pairs = real_pairs(3)
+    pairs = standalone_pairs(3)
     io.write_parquet(in_tmp / "data/splits/train.parquet", pairs_table(pairs))
     params = load_params(None, ["bpo.train_size=3", "refiner.check_encoder=null"])
     calls: list[int] = []
@@ -116,7 +149,7 @@ def test_bpo_learns_only_the_teacher_rewrites_the_check_keeps(in_tmp: Path, tiny
     from recast.records import pairs_table
     from recast.stages.baselines import bpo as bpo_stage
 
-    pairs = real_pairs(6)
+    pairs = standalone_pairs(6)
     io.write_parquet(in_tmp / "data/splits/train.parquet", pairs_table(pairs))
     x_primes = [
         "Please answer in detail, step by step: " + pairs[0].prompt,

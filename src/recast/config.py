@@ -105,8 +105,9 @@ class GeneratorParams:
     batch_size: int = 16
     """Most sequences per forward pass (local)."""
     max_batch_tokens: int | None = None
-    """Most padded tokens per forward pass (local); None: 1024 on CPU (compute-bound: padding
-    is pure waste, see benchmarks/generator_score.py), 16384 on GPU."""
+    """Most padded prompt tokens per batch (local); None: 16384 on GPU; on CPU 1024 for
+    scoring (compute-bound: padding is pure waste, see benchmarks/generator_score.py) and 8192
+    for generation (a decoding step costs about the same for 2 rows as for 16)."""
     max_length: int = 2048
     """Prompt + target token budget; longer inputs are an error, not a silent truncation."""
     endpoints: list[str] = field(default_factory=list)
@@ -193,6 +194,11 @@ class RefinerParams:
     caps x' at max(decode_min_tokens, decode_length_factor·|x|) tokens and bans repeated
     decode_no_repeat_ngram-grams; 'paper' decodes until EOS or max_refined_tokens (Table 5).
     See docs/method.md, "Decoding x' to the end of the query"."""
+    keep_input: bool = True
+    """p_im reads and rewrites x's instruction alone; the input after its first blank line is
+    appended to x' verbatim (recast.refiner.query). False: p_im reads and rewrites all of x (the
+    paper), which a one-paragraph, length-capped x' cannot carry. See docs/method.md, "The input
+    travels verbatim"."""
     decode_length_factor: float | None = 3.0
     """'query' decoding: x' gets at most this many times x's tokens (None: max_refined_tokens)."""
     decode_min_tokens: int = 16
@@ -322,7 +328,8 @@ class BpoParams:
     model: str = "smollm2-135m-instruct"
     """The optimizer to fine-tune (BPO: Llama-2-7b-chat)."""
     train_size: int | None = 256
-    """First N pairs of D the teacher rewrites (None: all); BPO and the warm start share them."""
+    """The teacher rewrites the first N pairs of D whose query stands alone (no earlier turns;
+    None: all of them); BPO and the warm start share them."""
     max_new_tokens: int = 128
     """Length of an optimized query."""
     epochs: int = 2

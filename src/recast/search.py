@@ -82,7 +82,7 @@ def gradient(refiner: Refiner, pairs: list[PreferencePair], params: CmaesParams)
         part = pairs[start : start + chunk]
         targets = [refiner.target_ids(p.chosen, params.max_target_tokens) for p in part]
         logits, valid = refiner.target_logits(
-            [p_x(p.prompt) for p in part], targets, e_base + delta
+            [p_x(refiner.reads(p.prompt)) for p in part], targets, e_base + delta
         )
         loss = cross_entropy(logits, targets, valid) * len(part) / len(pairs)
         loss.backward()  # only `delta` requires grad: the model's weights stay frozen
@@ -138,10 +138,11 @@ class Fitness:
         self.targets = [truncate(refiner, p.chosen, params.max_target_tokens) for p in pairs]
         self.samples_per_chunk = max(1, params.batch_rows // (space.popsize if space else 1))
         with torch.inference_mode():  # the ξ-independent prefixes, once per search
+            read = [refiner.reads(x) for x in self.queries]
             self.prefixes: list[Prefix] = [
                 refiner.encode_prefix(
-                    [p_x(p.prompt) for p in pairs[s : s + self.samples_per_chunk]],
-                    queries=[p.prompt for p in pairs[s : s + self.samples_per_chunk]],
+                    [p_x(r) for r in read[s : s + self.samples_per_chunk]],
+                    queries=read[s : s + self.samples_per_chunk],
                 )
                 for s in range(0, len(pairs), self.samples_per_chunk)
             ]
@@ -161,7 +162,10 @@ class Fitness:
             )
             for row, text in enumerate(texts):
                 out[row % c].append(text)
-        return out
+        return [
+            [self.refiner.completes(x, t) for x, t in zip(self.queries, cand, strict=True)]
+            for cand in out
+        ]
 
     def __call__(self, xis: list[np.ndarray]) -> list[float]:
         """F(ξ) (Eq. 11, Alg. 1 lines 13-17) for each candidate ξ, through Eq. 9's embeddings."""
@@ -226,7 +230,14 @@ def run_search(
     out = Path(out_dir)
     space = make_space(refiner, es_pairs, params)
     config = _config_hash(
-        space, params, es_pairs, generator, max_refined_tokens, guard, refiner.decoding
+        space,
+        params,
+        es_pairs,
+        generator,
+        max_refined_tokens,
+        guard,
+        refiner.decoding,
+        refiner.keep_input,
     )
     fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens, guard)
     score = evaluator(space) if evaluator else fitness
@@ -315,10 +326,11 @@ def _config_hash(
     max_refined_tokens: int,
     guard: Guard | None = None,
     decoding: Decoding = PAPER,
+    keep_input: bool = False,
 ) -> str:
     """What a checkpoint must match to be resumed: the refiner (through e^b, ∇e^b), D_es, the
-    CMA-ES settings, the generator, the guard (an unguarded search keeps its old hash) and the
-    decoding rule of x'."""
+    CMA-ES settings, the generator, the guard (an unguarded search keeps its old hash), the
+    decoding rule of x' and whether x' carries x's input (refiner.keep_input)."""
     gen = getattr(generator, "params", None)
     parts: dict[str, Any] = {
         "space": space.fingerprint(),
@@ -331,6 +343,8 @@ def _config_hash(
         parts["guard"] = guard.key()
     if decoding != PAPER:  # a paper-decoded search keeps its old hash
         parts["decoding"] = asdict(decoding)
+    if keep_input:
+        parts["keep_input"] = True
     return io.digest(parts, default=str)
 
 

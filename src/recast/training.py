@@ -112,10 +112,14 @@ def finetune(
             p.requires_grad_(True)
     model.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=rp.lr)
-    targets = [refiner.target_ids(x, rp.max_refined_tokens) for x in x_star]
+    # p_im is trained to write the part of x* that it decodes (with keep_input: not x's input)
+    targets = [
+        refiner.target_ids(refiner.writes(p.prompt, x), rp.max_refined_tokens)
+        for p, x in zip(pairs, x_star, strict=True)
+    ]
     q_prompts = [
         p_xy(
-            p.prompt,
+            refiner.reads(p.prompt),
             truncate(refiner, p.chosen, rp.truth_max_tokens),
             truncate(refiner, p.rejected, rp.truth_max_tokens),
         )
@@ -130,7 +134,7 @@ def finetune(
             idx = order[start : start + rp.batch_size]
             tgt = [targets[i] for i in idx]
             logits, valid = refiner.target_logits(
-                [p_x(pairs[i].prompt) for i in idx], tgt, refiner.base_embeddings()
+                [p_x(refiner.reads(pairs[i].prompt)) for i in idx], tgt, refiner.base_embeddings()
             )
             ce = cross_entropy(logits, tgt, valid)
             kl = torch.zeros(())

@@ -8,10 +8,11 @@ examples of something evaluated on them, so the `pairs` stage drops these items 
 (counted as `teacher_example` in metrics/pairs.json): the teacher's rewrites train BPO's
 optimizer and the refiner's warm start ρ_sft, and both are evaluated on bpo_test.
 
-Items 8, 13 and 16 of the release (verbatim from the bundled first 20, Apache-2.0,
-eval-samples/LICENSE-BPO); none is among the first 5 that the embedded defaults evaluate, so
-the default evaluation set is unchanged, and with evaluate.max_prompts unset (or the full
-200-item release) the three are left out by the drop.
+Items 6, 13 and 16 of the release (verbatim from the bundled first 20, Apache-2.0,
+eval-samples/LICENSE-BPO). Item 8 ("Describe a game of chance." -> "..., including examples
+and how the outcome is determined.") was the first example until the teacher was seen pasting
+it: whole, as its x' for 11 of 64 queries it could not rewrite (follow-up turns without their
+conversation), and its generic tail onto 7 more (rewrites.json before 2026-11-26).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import unicodedata
 
 EXAMPLES: tuple[tuple[str, str], ...] = (
     (
-        "Describe a game of chance.",
-        "Describe a game of chance, including examples and how the outcome is determined.",
+        "Generate a creative way of advertising a new razor product.",
+        "Generate a creative and compelling advertisement for a new razor product.",
     ),
     (
         "Name an animal whose average life span is 5 years.",
@@ -33,8 +34,8 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
         "brief explanation for the chosen name to make it engaging and memorable.",
     ),
 )
-"""(x, x') for the teacher's prompt: BPO-test items 8, 13, 16 (prompt, optimized_prompt)."""
-BPO_TEST_ITEMS = (8, 13, 16)
+"""(x, x') for the teacher's prompt: BPO-test items 6, 13, 16 (prompt, optimized_prompt)."""
+BPO_TEST_ITEMS = (6, 13, 16)
 
 
 def _key(text: str) -> str:

@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from recast.refiner import query
+
 Verdict = Literal["rewrite", "copy", "answers", "drift", "degenerate"]
 VERDICTS: tuple[Verdict, ...] = ("rewrite", "copy", "answers", "drift", "degenerate")
 HARMFUL: frozenset[str] = frozenset({"answers", "drift", "degenerate"})
@@ -332,9 +334,19 @@ def check_many(
     encoder: Encoder | None = None,
 ) -> list[Check]:
     """`check` for many pairs, with their embeddings computed in one batch."""
+    pairs = [compared(x, xp) for x, xp in zip(xs, x_primes, strict=True)]
     if encoder is not None:
-        encoder.embed([*xs, *(extract_query(x) for x in x_primes)])
-    return [check(x, xp, params, encoder) for x, xp in zip(xs, x_primes, strict=True)]
+        encoder.embed([*(x for x, _ in pairs), *(extract_query(xp) for _, xp in pairs)])
+    return [check(x, xp, params, encoder) for x, xp in pairs]
+
+
+def compared(x: str, x_prime: str) -> tuple[str, str]:
+    """What the check compares: x's instruction and what replaced it, when x' ends with x's
+    input verbatim (refiner.keep_input appends it: recast.refiner.query), else x and x'. The
+    input is the same text on both sides; left in, it would hide a drifted instruction."""
+    instruction, tail = query.split(x)
+    rest = x_prime[: -len(tail)] if tail and x_prime.endswith(tail) else ""
+    return (instruction, rest) if rest.strip() else (x, x_prime)
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -347,6 +359,7 @@ def check(
 
     Without `encoder` the check is purely lexical (and misses a few more drifts, see
     scripts/check_rewrites.py --lexical); with it, the MiniLM cosine of x and x' also decides."""
+    x, x_prime = compared(x, x_prime)
     if not x_prime.strip():
         return Check("degenerate", "x' is empty")
     if normalize(x) == normalize(x_prime):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from recast.errors import RecastError
 from recast.generator.local import chat_ids
 from recast.models.load import load_causal_lm
+from recast.refiner import query
 from recast.refiner.prompts import Z_E, Z_S
 
 
@@ -70,7 +70,6 @@ PAPER = Decoding()
 QUERY = Decoding(stop=True, length_factor=3.0, min_tokens=16, no_repeat_ngram=4)
 # the chat templates' end-of-turn markers (SmolLM2 and Qwen: <|im_end|>, Llama 3, Gemma)
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 @dataclass
@@ -105,11 +104,15 @@ class Refiner:
         tokenizer: Any,
         max_prompt_tokens: int = 1024,
         decoding: Decoding = PAPER,
+        keep_input: bool = False,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.decoding = decoding
         """How x' is decoded (`Decoding`); every caller of `decode` gets this rule."""
+        self.keep_input = keep_input
+        """p_im reads x's instruction alone and x' gets x's input verbatim (refiner.keep_input,
+        recast.refiner.query); False: p_im reads all of x (the paper)."""
         self.source: str | None = None
         """Where these exact weights can be loaded from (None: changed since, not saved)."""
         add_latent_tokens(model, tokenizer)
@@ -129,9 +132,10 @@ class Refiner:
         dtype: str = "float32",
         device: str = "auto",
         decoding: Decoding = PAPER,
+        keep_input: bool = False,
     ) -> Refiner:
         model, tokenizer = load_causal_lm(spec, dtype, device)
-        refiner = cls(model, tokenizer, decoding=decoding)
+        refiner = cls(model, tokenizer, decoding=decoding, keep_input=keep_input)
         refiner.source = spec
         return refiner
 
@@ -139,7 +143,23 @@ class Refiner:
     def from_params(cls, spec: str, rp: Any) -> Refiner:
         """The refiner at `spec` with RefinerParams' dtype, device and decoding rule: how every
         stage loads p_im, so that x' is decoded the same way in search, training and use."""
-        return cls.load(spec, rp.dtype, rp.device, Decoding.from_params(rp))
+        return cls.load(spec, rp.dtype, rp.device, Decoding.from_params(rp), rp.keep_input)
+
+    # -- what p_im reads and writes of x (recast.refiner.query) ---------------------------------
+
+    def reads(self, x: str) -> str:
+        """The part of x that p_im reads in P_x(x) and rewrites: its instruction with
+        keep_input, else x."""
+        return query.instruction(x) if self.keep_input else x
+
+    def completes(self, x: str, decoded: str) -> str:
+        """x' from what p_im decoded for `reads(x)`: with keep_input, x's input appended."""
+        return query.join(x, decoded) if self.keep_input else decoded
+
+    def writes(self, x: str, x_prime: str) -> str:
+        """The part of an x' (a pseudo-label x*, a teacher's rewrite) that p_im is trained to
+        decode after P_x(x): x' without x's input with keep_input, else x' whole."""
+        return query.rewritten_part(x, x_prime) if self.keep_input else x_prime
 
     @property
     def device(self) -> torch.device:
@@ -287,15 +307,15 @@ class Refiner:
             hidden = out[:, -1]
         texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
         if rule.stop:  # the first paragraph: what follows a blank line is not the query
-            texts = [_BLANK_LINE.split(t, maxsplit=1)[0].strip() for t in texts]
+            texts = [query.BLANK_LINE.split(t, maxsplit=1)[0].strip() for t in texts]
         return texts
 
     def _paragraph_done(self, row: list[int]) -> bool:
         """x' so far holds text followed by a blank line (checked on the last tokens first:
         a full decode per step would cost more than the check saves)."""
-        if not _BLANK_LINE.search(self.tokenizer.decode(row[-3:])):
+        if not query.BLANK_LINE.search(self.tokenizer.decode(row[-3:])):
             return False
-        return bool(_BLANK_LINE.search(self.tokenizer.decode(row).lstrip()))
+        return bool(query.BLANK_LINE.search(self.tokenizer.decode(row).lstrip()))
 
     # -- teacher forcing (training, and ∇e^b of Eq. 13) -----------------------------------------
 

@@ -115,7 +115,8 @@ def decode(
 ) -> list[str]:
     """x' = p_im(x) for every x, greedy, in batches, under the refiner's decoding rule (its
     length cap needs each x); `embeddings` (2, d) are the [Z_s], [Z_e] embeddings to decode
-    with (None: the unbiased refiner's e^b)."""
+    with (None: the unbiased refiner's e^b). With refiner.keep_input p_im reads x's instruction
+    and x' gets x's input verbatim (recast.refiner.query)."""
     import torch
 
     out: list[str] = []
@@ -123,8 +124,10 @@ def decode(
         e = refiner.base_embeddings() if embeddings is None else embeddings
         for start in range(0, len(xs), batch_size):
             part = xs[start : start + batch_size]
-            prefix = refiner.encode_prefix([p_x(x) for x in part], queries=part)
-            out += refiner.decode(prefix, e, max_new_tokens)
+            read = [refiner.reads(x) for x in part]
+            prefix = refiner.encode_prefix([p_x(r) for r in read], queries=read)
+            decoded = refiner.decode(prefix, e, max_new_tokens)
+            out += [refiner.completes(x, d) for x, d in zip(part, decoded, strict=True)]
             if on_batch is not None:
                 on_batch(len(part))
     return out

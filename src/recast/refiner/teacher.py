@@ -27,6 +27,7 @@ from recast import io
 from recast.config import Params
 from recast.data.fewshot import EXAMPLES
 from recast.records import PreferencePair
+from recast.refiner import query
 
 TEACHER = (
     "You rewrite a user's instruction so that an AI assistant answers it well. A rewrite asks "
@@ -34,7 +35,7 @@ TEACHER = (
     "needs: details, constraints, format. It never answers the instruction.\n\n"
     "Examples:\n\n{examples}\n\n"
     "Here is a new instruction, a bad response and a good response to it.\n\n"
-    "[Instruction]\n{prompt}\n\n[Bad response]\n{bad}\n\n[Good response]\n{good}\n\n"
+    "[Instruction]\n{prompt}\n\n{input}[Bad response]\n{bad}\n\n[Good response]\n{good}\n\n"
     "Compare the two responses and work out what the user really needs. Then rewrite the "
     "instruction so that an assistant would give the good response. Reply with the rewritten "
     "instruction only."
@@ -42,13 +43,18 @@ TEACHER = (
 """BPO's teacher prompt (the better and the worse answer show what x needs) with non-identity
 few-shot examples (recast.data.fewshot) before the pair: placed after it, a 1.5B teacher copied
 the last example instead of rewriting x."""
+INPUT = "[Input, passed on unchanged after your rewrite]\n{input}\n\n"
+"""x's input (recast.refiner.query), shown apart from its instruction: shown as one text, the
+1.5B teacher dropped the input from 7 of 64 rewrites (x' asked to summarize no paragraph)."""
 PREFILL = "Rewritten instruction:"
 """The teacher's reply is started for it: asked for a rewrite, a 1.5B teacher that reads y+
 otherwise answers x (2 of 3 on the first training queries)."""
 RESPONSE_WORDS = 60
 """Each response in the teacher's prompt is cut to this many words: what makes y+ better shows
 in its opening, and a 1.5B teacher on a CPU pays for every prompt token."""
-_SECTION = re.compile(r"^\s*\[(instruction|bad response|good response)\]\s*$", re.I | re.M)
+_SECTION = re.compile(
+    r"^\s*\[(instruction|input[^\]\n]*|bad response|good response)\]\s*$", re.I | re.M
+)
 _LABEL = re.compile(r"^\s*(rewrite|rewritten instruction)\s*:\s*", re.I)
 
 
@@ -62,9 +68,23 @@ def _cut(text: str, n: int = RESPONSE_WORDS) -> str:
 
 
 def teacher_prompt(pair: PreferencePair) -> str:
+    instruction, tail = query.split(pair.prompt)
     return TEACHER.format(
-        prompt=pair.prompt, bad=_cut(pair.rejected), good=_cut(pair.chosen), examples=examples()
+        prompt=instruction.strip(),
+        input=INPUT.format(input=tail.strip()) if tail else "",
+        bad=_cut(pair.rejected),
+        good=_cut(pair.chosen),
+        examples=examples(),
     )
+
+
+def teacher_queries(pairs: list[PreferencePair], n: int | None) -> list[PreferencePair]:
+    """The first n pairs of D whose query stands on its own (no earlier turns): a follow-up
+    ("Yes, how do I do that?") cannot be rewritten without its conversation, which neither the
+    teacher's prompt nor P_x shows, and the teacher answered 11 of the 26 in the first 64 with a
+    few-shot example pasted whole."""
+    alone = [p for p in pairs if not p.context]
+    return alone[:n] if n else alone
 
 
 def extract_rewrite(reply: str) -> str:
@@ -86,6 +106,13 @@ def extract_rewrite(reply: str) -> str:
     return reply
 
 
+def teacher_x_prime(x: str, reply: str) -> str:
+    """x' from a teacher's reply: its rewritten instruction (the first paragraph), with x's
+    input appended verbatim (recast.refiner.query.join), as p_im's x' is built."""
+    rewritten = query.instruction(extract_rewrite(reply)).strip()
+    return query.join(x, rewritten)
+
+
 @dataclass(frozen=True)
 class Rewrite:
     """One teacher rewrite as stored: x, the teacher's x' and its raw reply."""
@@ -103,6 +130,8 @@ def key(params: Params, pairs: list[PreferencePair]) -> str:
         "teacher": bp.teacher,
         "max_new_tokens": bp.max_new_tokens,
         "prompt": TEACHER,
+        "input": INPUT,
+        "x_prime": "instruction + input",
         "prefill": PREFILL,
         "examples": EXAMPLES,
         "response_words": RESPONSE_WORDS,
@@ -153,7 +182,7 @@ def _written(params: Params, pairs: list[PreferencePair]) -> tuple[list[dict[str
         teacher.close()
     seconds = time.perf_counter() - t0
     rows = [
-        dataclasses.asdict(Rewrite(p.id, p.prompt, extract_rewrite(w), w))
+        dataclasses.asdict(Rewrite(p.id, p.prompt, teacher_x_prime(p.prompt, w), w))
         for p, w in zip(pairs, written, strict=True)
     ]
     return rows, seconds

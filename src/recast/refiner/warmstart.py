@@ -61,7 +61,10 @@ def fits(refiner: Refiner, rows: list[Rewrite], max_tokens: int) -> list[Rewrite
     return [
         r
         for r in rows
-        if len(refiner.tokenizer(r.x_prime, add_special_tokens=False)["input_ids"]) <= max_tokens
+        if len(
+            refiner.tokenizer(refiner.writes(r.x, r.x_prime), add_special_tokens=False)["input_ids"]
+        )
+        <= max_tokens
     ]
 
 

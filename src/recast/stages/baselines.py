@@ -68,8 +68,7 @@ def bpo(params: Params) -> dict[str, Any]:
     the refiner's warm start), those the check keeps (refiner.guard), then the optimizer
     fine-tuned on them; the metrics count the teacher's x' per verdict and the dropped ones."""
     bp, rp = params.bpo, params.refiner
-    pairs = load_split(params, "train")
-    pairs = pairs[: bp.train_size] if bp.train_size else pairs
+    pairs = teacher.teacher_queries(load_split(params, "train"), bp.train_size)
     t0 = time.perf_counter()
     # run here only when bpo.rewrites does not hold these pairs
     written = teacher.rewrites(params, pairs)

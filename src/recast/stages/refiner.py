@@ -31,9 +31,9 @@ from recast.training import Reporter
 
 
 def _train_pairs(params: Params) -> list[PreferencePair]:
-    """The first bpo.train_size pairs of D: the queries the teacher rewrites."""
-    pairs = load_split(params, "train")
-    return pairs[: params.bpo.train_size] if params.bpo.train_size else pairs
+    """The first bpo.train_size pairs of D whose query stands alone: the queries the teacher
+    rewrites (teacher.teacher_queries)."""
+    return teacher.teacher_queries(load_split(params, "train"), params.bpo.train_size)
 
 
 def rewrites(params: Params) -> dict[str, Any]:
