@@ -268,7 +268,7 @@ def test_extract_rewrite_keeps_the_instruction_alone(reply: str, rewrite: str) -
 
 
 def test_a_query_answered_in_the_set_is_not_generated_again() -> None:
-    """"ours" sends x itself where the guard rejected x': the generator answers each distinct
+    """ "ours" sends x itself where the guard rejected x': the generator answers each distinct
     query once per set, and each system gets the answer to what it sent."""
     from recast.config import load_params
     from recast.evaluation.systems import Context

@@ -4,6 +4,8 @@ x' carrying the input verbatim, and the check judging the instruction and its re
 
 from __future__ import annotations
 
+import json
+
 from conftest import SAMPLES
 from test_search import real_pairs
 
@@ -28,18 +30,24 @@ ALPACA = [
 WITH_INPUT = [p.prompt for p in ALPACA if "\n\n" in p.prompt][:4]
 """Alpaca's "instruction\\n\\ninput" queries, e.g. "Explain why the following fraction is
 equivalent to 1/4\\n\\n4/16"."""
+BPO_TEST = json.loads((SAMPLES / "eval-samples/bpo_test.json").read_text(encoding="utf-8"))
 
 
 def test_split_parts_rebuild_x_and_a_single_paragraph_has_no_input() -> None:
     assert len(WITH_INPUT) == 4
     for x in WITH_INPUT:
         instruction, tail = query.split(x)
-        assert instruction + tail == x and tail.startswith("\n\n") and "\n\n" not in instruction
+        assert instruction + tail == x and tail.startswith("\n\n") and "\n" not in instruction
         assert query.join(x, "Rewritten.") == "Rewritten." + tail
         assert query.rewritten_part(x, query.join(x, "Rewritten.")) == "Rewritten."
         assert query.rewritten_part(x, "No input here.") == "No input here."
     plain = real_pairs(1)[0].prompt
     assert query.split(plain) == (plain, "") and query.join(plain, "Other.") == "Other."
+    classify = BPO_TEST[1]["prompt"]  # the input on the next line, no blank line
+    assert query.split(classify) == (
+        "Classify the following words related to fruits.",
+        "\nTomato, pineapple, mango",
+    )
     assert query.split("\n\nonly text after a blank line") == (
         "\n\nonly text after a blank line",
         "",
