@@ -6,7 +6,7 @@ related to fruits.\nTomato, pineapple, mango"): 35 of the 67 bundled evaluation 
 refiner whose x' is one paragraph (refiner.decoding = query) of at most max_refined_tokens
 cannot carry that input, so its x' lost it: 23 of the 24 evaluation prompts with a blank line
 got an x' without the input (`drift`: the input or its numbers missing) and fell back to x, and
-once the split was at the blank line, 8 of the 11 with a single line break still did.
+once the split was at the blank line, 7 of the 11 with a single line break still did.
 
 With refiner.keep_input, p_im reads and rewrites the instruction (x's first line) alone, and the
 input (the rest of x, from the first line break on) is appended to x' verbatim:
