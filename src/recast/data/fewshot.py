@@ -11,8 +11,8 @@ optimizer and the refiner's warm start ρ_sft, and both are evaluated on bpo_tes
 Items 6, 13 and 16 of the release (verbatim from the bundled first 20, Apache-2.0,
 eval-samples/LICENSE-BPO). Item 8 ("Describe a game of chance." -> "..., including examples
 and how the outcome is determined.") was the first example until the teacher was seen pasting
-it: whole, as its x' for 11 of 64 queries it could not rewrite (follow-up turns without their
-conversation), and its generic tail onto 7 more (rewrites.json before 2026-11-26).
+it: whole, as its x' for 14 of 64 queries (12 of them follow-up turns without their
+conversation), and its generic tail onto 6 more (rewrites.json before 2026-11-26).
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ few-shot examples (recast.data.fewshot) before the pair: placed after it, a 1.5B
 the last example instead of rewriting x."""
 INPUT = "[Input, passed on unchanged after your rewrite]\n{input}\n\n"
 """x's input (recast.refiner.query), shown apart from its instruction: shown as one text, the
-1.5B teacher dropped the input from 7 of 64 rewrites (x' asked to summarize no paragraph)."""
+1.5B teacher dropped the input from 11 of the 12 rewrites of a query that had one (x' asked to
+summarize no paragraph)."""
 PREFILL = "Rewritten instruction:"
 """The teacher's reply is started for it: asked for a rewrite, a 1.5B teacher that reads y+
 otherwise answers x (2 of 3 on the first training queries)."""
@@ -81,7 +82,7 @@ def teacher_prompt(pair: PreferencePair) -> str:
 def teacher_queries(pairs: list[PreferencePair], n: int | None) -> list[PreferencePair]:
     """The first n pairs of D whose query stands on its own (no earlier turns): a follow-up
     ("Yes, how do I do that?") cannot be rewritten without its conversation, which neither the
-    teacher's prompt nor P_x shows, and the teacher answered 11 of the 26 in the first 64 with a
+    teacher's prompt nor P_x shows, and the teacher answered 12 of the 26 in the first 64 with a
     few-shot example pasted whole."""
     alone = [p for p in pairs if not p.context]
     return alone[:n] if n else alone
