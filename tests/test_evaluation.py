@@ -187,6 +187,17 @@ def test_reward_model_learns_real_preferences(minilm: str, tmp_path) -> None:
     )
 
 
+def test_reward_model_head_starts_from_its_seed(minilm: str) -> None:
+    # Two runs of the reward stage on the same inputs must train the same r_ω: the head's
+    # start may not depend on how far the global RNG has moved.
+    first = RewardModel.from_encoder(minilm, max_length=32, seed=0)
+    torch.rand(1000)
+    again = RewardModel.from_encoder(minilm, max_length=32, seed=0)
+    other = RewardModel.from_encoder(minilm, max_length=32, seed=1)
+    assert torch.equal(first.head.weight, again.head.weight)
+    assert not torch.equal(first.head.weight, other.head.weight)
+
+
 def test_speculative_rejection_schedule_and_run() -> None:
     from recast.errors import GeneratorError
     from recast.evaluation.sr import schedule, speculative_rejection, survivors

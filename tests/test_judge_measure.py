@@ -119,6 +119,39 @@ def test_pointwise_judge_reads_yes_and_no_from_one_pass() -> None:
     assert m.agreement == 1.0 and m.ties == 0.0
 
 
+def test_pointwise_judge_store_scores_each_prompt_once_across_runs(tmp_path: Path) -> None:
+    """A second judge on the same store runs no prompt it already scored, returns the same
+    log-odds, and scores only what is new; another judge's key starts afresh."""
+    chosen = set(CHOSEN)
+
+    class Counting(ScriptedJudge):
+        def first_token_logprobs(self, prompts, options):
+            self.prompts += prompts
+            good = [any(c[:40] in p for c in chosen) for p in prompts]
+            return [[math.log(0.8 if g else 0.3), math.log(0.2 if g else 0.6)] for g in good]
+
+    store = tmp_path / "judge_scores.json"
+    first_backend = Counting(None)
+    first = PointwiseJudge(first_backend, store=store, store_key="qwen").log_odds(
+        QUESTIONS[:2], CHOSEN[:2]
+    )
+    assert len(first_backend.prompts) == 2 and store.exists()
+
+    again_backend = Counting(None)
+    again = PointwiseJudge(again_backend, store=store, store_key="qwen")
+    assert again.log_odds(QUESTIONS[:2], CHOSEN[:2]) == first
+    assert again_backend.prompts == []  # nothing run twice
+    again.log_odds(QUESTIONS[:3], REJECTED[:1] + CHOSEN[1:3])  # one known, two new
+    assert len(again_backend.prompts) == 2
+    assert len(json.loads(store.read_text())["log_odds"]) == 4
+
+    other_backend = Counting(None)
+    PointwiseJudge(other_backend, store=store, store_key="another judge").log_odds(
+        QUESTIONS[:2], CHOSEN[:2]
+    )
+    assert len(other_backend.prompts) == 2
+
+
 def test_pointwise_judge_cuts_answers_to_its_word_budget() -> None:
     judge = PointwiseJudge(ScriptedJudge(lambda p, t: 0.0), max_answer_words=5)
     long = "one two three four five six seven"

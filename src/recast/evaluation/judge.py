@@ -16,8 +16,10 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from recast import io
 from recast.generator.base import Generator, Sampling
 
 # Appendix C, "Evaluation-Aware Prompt", and its prompt template.
@@ -145,7 +147,14 @@ class PointwiseJudge:
     With `share_prefix` (and a backend that takes `prefixes`, the local one), the prompt's
     header and the question are run once and only each answer's part after them: the header
     and question are about 40 % of a judge prompt's tokens, and every system's answer to a
-    question repeats them."""
+    question repeats them.
+
+    With a `store` (a JSON file) the log-odds also outlive the process: each is kept under the
+    digest of its prompt, the file under `store_key` (what names the judge model), and a
+    prompt found there is not run again. The evaluation keeps its store beside the answers it
+    caches, so a fresh clone whose answers are unchanged reads the judge's scores instead of
+    running the 1.5B judge for minutes; a changed answer or another judge is scored afresh.
+    Timing a judge (`recast judge measure`) uses no store."""
 
     def __init__(
         self,
@@ -153,10 +162,28 @@ class PointwiseJudge:
         tie_margin: float = 0.0,
         max_answer_words: int | None = 200,
         share_prefix: bool = True,
+        store: Path | None = None,
+        store_key: str = "",
     ) -> None:
         self.generator, self.tie_margin = generator, tie_margin
         self.max_answer_words, self.share_prefix = max_answer_words, share_prefix
-        self.cache: dict[str, float] = {}  # "ours" meets every other system: score it once
+        self.store, self.store_key = store, store_key
+        # by the prompt's digest: "ours" meets every other system, so score it once
+        self.cache: dict[str, float] = dict(self._stored())
+
+    def _stored(self) -> dict[str, float]:
+        """The store's log-odds when it was written for this judge, else nothing."""
+        if self.store is None or not self.store.exists():
+            return {}
+        saved = io.read_json(self.store)
+        return saved["log_odds"] if saved.get("key") == self.store_key else {}
+
+    def _keep(self, new: dict[str, float]) -> None:
+        """Merge new log-odds into the store (re-read first: a fan-out worker may have added
+        some), written atomically."""
+        if self.store is not None and new:
+            merged = {**self._stored(), **new}
+            io.write_json(self.store, {"key": self.store_key, "log_odds": merged})
 
     def prompt(self, question: str, answer: str) -> str:
         return POINTWISE.format(question=question, answer=cut(answer, self.max_answer_words))
@@ -174,8 +201,9 @@ class PointwiseJudge:
         answers the judge both likes get P(Yes) of 0.99999 and 0.999999, which a margin or a
         z-score can no longer tell apart)."""
         prompts = [self.prompt(q, a) for q, a in zip(questions, answers, strict=True)]
+        keys = [io.digest(p) for p in prompts]
         question_of = dict(zip(prompts, questions, strict=True))
-        todo = sorted(set(prompts) - set(self.cache))
+        todo = sorted({p for p, k in zip(prompts, keys, strict=True) if k not in self.cache})
         if todo:
             one_pass = getattr(self.generator, "first_token_logprobs", None)
             if one_pass is not None and self.share_prefix and _takes(one_pass, "prefixes"):
@@ -186,9 +214,13 @@ class PointwiseJudge:
             else:  # a backend that only scores targets: one pass each (http, vLLM)
                 ce = self.generator.score(todo * 2, ["Yes"] * len(todo) + ["No"] * len(todo))
                 yes, no = tuple(-c for c in ce[: len(todo)]), tuple(-c for c in ce[len(todo) :])
-            for prompt, lp_yes, lp_no in zip(todo, yes, no, strict=True):
-                self.cache[prompt] = lp_yes - lp_no
-        return [self.cache[p] for p in prompts]
+            new = {
+                io.digest(prompt): lp_yes - lp_no
+                for prompt, lp_yes, lp_no in zip(todo, yes, no, strict=True)
+            }
+            self.cache.update(new)
+            self._keep(new)
+        return [self.cache[k] for k in keys]
 
     def p_good(self, questions: list[str], answers: list[str]) -> list[float]:
         """P(Yes) / (P(Yes) + P(No)) per answer."""

@@ -20,6 +20,7 @@ from recast.records import EvalPrompt, PreferencePair
 
 JudgeType = PairwiseJudge | PointwiseJudge | RewardJudge | EnsembleJudge
 JUDGE_MODES = ("pointwise", "pairwise", "reward", "ensemble")
+_SCORE_INPUTS = ("backend", "model", "dtype", "max_length", "score_mode", "chat_template")
 
 
 def reward_dir(params: Params) -> Path:
@@ -30,9 +31,18 @@ def reward_dir(params: Params) -> Path:
     return path
 
 
+def scores_path(params: Params) -> Path:
+    """<evaluate.out_dir>/judge_scores.json: the pointwise judge's log-odds, kept beside the
+    answers they judge (PointwiseJudge's `store`)."""
+    return Path(params.evaluate.out_dir) / "judge_scores.json"
+
+
 @contextlib.contextmanager
-def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[JudgeType]:
+def judge_from(
+    params: Params, reward: RewardModel | None = None, store: Path | None = None
+) -> Iterator[JudgeType]:
     """The judge evaluate.judge_mode names; its LLM backend (if any) is closed on the way out.
+    `store`: where a pointwise judge keeps its scores between runs (None: in memory only).
 
     pointwise: the judge LLM's P(Yes) per answer; pairwise: Appendix C's prompt in both orders,
     the verdict read from text (for a large judge behind http); reward: the Bradley-Terry reward
@@ -60,7 +70,11 @@ def judge_from(params: Params, reward: RewardModel | None = None) -> Iterator[Ju
         if ev.judge_mode == "pairwise":
             yield PairwiseJudge(backend, ev.judge_max_new_tokens)
             return
-        pointwise = PointwiseJudge(backend, ev.judge_tie_margin, ev.judge_max_answer_words)
+        # what makes a log-odds: the model and how it is run, not how requests are spread
+        key = io.digest({k: getattr(spec, k) for k in _SCORE_INPUTS})
+        pointwise = PointwiseJudge(
+            backend, ev.judge_tie_margin, ev.judge_max_answer_words, store=store, store_key=key
+        )
         if ev.judge_mode == "pointwise":
             yield pointwise
         else:

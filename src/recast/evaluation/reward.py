@@ -35,17 +35,23 @@ class RewardModel(nn.Module):
         tokenizer: object,
         max_length: int = 256,
         length_nuisance: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
-        self.head = nn.Linear(encoder.config.hidden_size, 1)
+        # The head's initial weights come from `seed`, not from the global RNG: loading the
+        # encoder leaves that in a different state each process, so two runs on the same
+        # inputs trained different heads (dev accuracy 71 % vs 81 % on the same 59 pairs).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = nn.Linear(encoder.config.hidden_size, 1)
         self.length_nuisance = length_nuisance
         self.beta = nn.Parameter(torch.zeros(()), requires_grad=length_nuisance)
         """β: the reward per unit of log(1 + answer words) during training (0 when unused)."""
 
     @classmethod
     def from_encoder(
-        cls, spec: str, max_length: int = 256, length_nuisance: bool = False
+        cls, spec: str, max_length: int = 256, length_nuisance: bool = False, seed: int = 0
     ) -> RewardModel:
         from transformers import AutoModel, AutoTokenizer
 
@@ -57,6 +63,7 @@ class RewardModel(nn.Module):
             AutoTokenizer.from_pretrained(path),
             max_length,
             length_nuisance,
+            seed,
         )
 
     @property

@@ -83,7 +83,7 @@ def loaded(params: Params) -> Iterator[Loaded]:
 
     generator = make_generator(params.generator)
     try:
-        with judge_from(params, reward) as judge:
+        with judge_from(params, reward, judging.scores_path(params)) as judge:
             yield Loaded(reward, count, generator, judge)
     finally:
         generator.close()
@@ -137,7 +137,7 @@ def evaluate(params: Params, log: Log = _quiet, map_sets: MapSets | None = None)
         log(f"answering and judging {len(ev.sets)} sets on {params.orchestration.runner}")
         per_set = map_sets(params, list(ev.sets))
         log(f"judge: {judge_name(params)} against labelled pairs")
-        with judge_from(params) as judge:
+        with judge_from(params, store=judging.scores_path(params)) as judge:
             trust = judging.agreement(judge, labelled)
     table, judgments = results.cells(per_set, ev)
     judge = {"model": ev.judge_model, "mode": ev.judge_mode, "name": judge_name(params)}

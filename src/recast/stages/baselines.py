@@ -38,7 +38,7 @@ def reward(params: Params, log: Log = lambda _: None) -> dict[str, Any]:
     train, dev = load_split(params, "train"), load_split(params, "dev")
     train = train[: rp.train_size] if rp.train_size else train
     log(f"reward model: {rp.encoder} + scalar head on {len(train)} pairs")
-    model = RewardModel.from_encoder(rp.encoder, rp.max_length, rp.length_nuisance)
+    model = RewardModel.from_encoder(rp.encoder, rp.max_length, rp.length_nuisance, rp.seed)
     start = time.perf_counter()
     if rp.train_encoder:
         losses = train_reward(model, train, rp.epochs, rp.lr, rp.batch_size, rp.seed)
