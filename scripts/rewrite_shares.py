@@ -8,6 +8,7 @@ missing, with the command that trains it.
 
     python scripts/rewrite_shares.py                      # every rewriting system present
     python scripts/rewrite_shares.py --systems ours --show --json shares.json
+    python scripts/rewrite_shares.py --systems ours --queries dev --set refiner.redraws=4
 """
 
 from __future__ import annotations
@@ -47,12 +48,18 @@ def main() -> None:
     ap.add_argument("--systems", nargs="*", default=list(REWRITERS))
     ap.add_argument("--show", action="store_true", help="print every x and x'")
     ap.add_argument("--json", help="write the shares and every x' here")
+    ap.add_argument(
+        "--queries", nargs="*", default=["dev", "eval"], choices=["dev", "eval"],
+        help="which queries (choose settings on dev alone, then look at eval once)",
+    )  # fmt: skip
+    ap.add_argument("--set", action="append", default=[], help="section.key=value override")
     args = ap.parse_args()
-    params = load_params(args.params)
-    queries = {
-        "dev": [p.prompt for p in load_split(params, "dev")],
-        "eval": [p.prompt for p in eval_prompts(params)],
+    params = load_params(args.params, args.set)
+    every = {
+        "dev": lambda: [p.prompt for p in load_split(params, "dev")],
+        "eval": lambda: [p.prompt for p in eval_prompts(params)],
     }
+    queries = {name: every[name]() for name in args.queries}
     out: dict[str, dict[str, object]] = {}
     print(
         f"{'system':<10} {'queries':<5} {'n':>3} {'rewrite':>8} {'copy':>6} {'harmful':>8}"

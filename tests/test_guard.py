@@ -102,3 +102,81 @@ def test_refine_decodes_with_given_embeddings(tiny_lm: str) -> None:
     shifted = refiner.base_embeddings() + 50 * torch.randn_like(refiner.base_embeddings())
     other = refine(refiner, xs, 6, guard=False, check_encoder=None, embeddings=shifted)
     assert [r.x_prime for r in other] != [r.x_prime for r in base]
+
+
+# Real rows of ../shared/data/rewrite-labels (bpo_test 104 and 101), with their human labels.
+ERAS = "What are the 12 eras of US history?"
+ERAS_COPY = "What are the 12 eras of US history?"  # copy (qwen 0.5b, three-shot)
+ERAS_ANSWERS = (  # answers (qwen 0.5b, zero-shot)
+    "The 12 eras of US history are 19th century, 20th century, 21st century, 22nd century, "
+    "23rd century, 24th century, 25th century, 26th century, 27th century, 28th century, and "
+    "29th century."
+)
+ERAS_REWRITE = "What are the 12 eras of American history?"  # rewrite (qwen 1.5b, zero-shot)
+INSULTS = "what are some insults for old people?"
+INSULTS_REWRITE = "What are some common insults for old people?"  # rewrite (qwen 0.5b, zero-shot)
+
+
+def test_redraw_replaces_what_is_not_a_rewrite_and_nothing_else(monkeypatch) -> None:
+    """A greedy copy is redrawn until the check calls a draw a rewrite (an answering draw is
+    passed over); a greedy rewrite is never redrawn; without the guard nothing is."""
+    import recast.refiner.refine as refine_module
+    from recast.config import RedrawParams as Redraw
+
+    calls: list[tuple[list[str], int | None]] = []
+    draws = {None: {ERAS: ERAS_COPY, INSULTS: INSULTS_REWRITE}, 1: {ERAS: ERAS_ANSWERS},
+             2: {ERAS: ERAS_REWRITE}}  # fmt: skip
+
+    def scripted(refiner, xs, max_new_tokens, *, sampling=None, seed=0, **_):
+        k = None if sampling is None else seed
+        calls.append((list(xs), k))
+        return [draws[k][x] for x in xs]
+
+    monkeypatch.setattr(refine_module, "decode", scripted)
+    xs = [ERAS, INSULTS]
+    two = refine(None, xs, 64, check_encoder=None, redraw=Redraw(n=2, seed=0))
+    assert [r.x_prime for r in two] == [ERAS_REWRITE, INSULTS_REWRITE]
+    assert [r.verdict for r in two] == ["rewrite", "rewrite"] and not any(r.fallback for r in two)
+    assert calls == [(xs, None), ([ERAS], 1), ([ERAS], 2)]  # only the copy was redrawn
+
+    calls.clear()
+    one = refine(None, xs, 64, check_encoder=None, redraw=Redraw(n=1, seed=0))
+    assert (one[0].x_prime, one[0].verdict, one[0].fallback) == (ERAS_COPY, "copy", False)
+    assert calls == [(xs, None), ([ERAS], 1)]  # the answering draw was not taken
+
+    calls.clear()
+    refine(None, xs, 64, guard=False, check_encoder=None, redraw=Redraw(n=2))
+    assert calls == [(xs, None)]
+
+
+def test_a_redraw_is_sampled_and_seeded(tiny_lm: str) -> None:
+    from recast.config import RedrawParams as Redraw
+    from recast.refiner.refine import decode
+
+    refiner = Refiner.load(tiny_lm)
+    xs = [p.prompt for p in real_pairs(2)]
+    sampling = Redraw(n=1, temperature=1.0, top_p=1.0)
+    greedy = decode(refiner, xs, 8)
+    first = decode(refiner, xs, 8, sampling=sampling, seed=1)
+    assert decode(refiner, xs, 8, sampling=sampling, seed=1) == first  # the seed decides
+    assert first != greedy and decode(refiner, xs, 8, sampling=sampling, seed=2) != first
+
+
+def test_redraws_key_the_answers_only_when_on(tiny_lm: str) -> None:
+    """Cached answers of a rewriting system are made afresh when redraws change, and stay
+    valid (the greedy ones) while redraws are off."""
+    import dataclasses
+
+    from recast.config import Params, RedrawParams
+    from recast.evaluation import answers
+    from recast.records import EvalPrompt
+
+    params = Params()
+    params.evaluate.refiner = tiny_lm
+    prompts = [EvalPrompt("bpo_test", x) for x in (ERAS, INSULTS)]
+    off = answers.key(params, "ours", prompts)
+    assert "redraw" not in answers.systems.get("ours").key_parts(params, "ours")
+    on = dataclasses.replace(params, redraw=RedrawParams(n=4))
+    hotter = dataclasses.replace(params, redraw=RedrawParams(n=4, temperature=1.5))
+    keys = {off, answers.key(on, "ours", prompts), answers.key(hotter, "ours", prompts)}
+    assert len(keys) == 3

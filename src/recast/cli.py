@@ -643,6 +643,7 @@ def refine(
         "guard": p.refiner.guard,
         "batch_size": batch_size,
         "check_encoder": p.refiner.check_encoder,
+        "redraw": p.redraw,
     }
     if input_ is None or output is None:
         (r,) = refine_queries(refiner, xs, p.refiner.max_refined_tokens, **kwargs)

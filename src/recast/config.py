@@ -218,6 +218,23 @@ class RefinerParams:
     """AdamW learning rate of the warm start (a few dozen pairs: higher than Eq. 12's 1e-5)."""
 
 
+@dataclass(frozen=True)
+class RedrawParams:
+    """Redrawing x' at inference (`recast refine`, the evaluation's rewriting systems, serve):
+    with refiner.guard, every x whose greedy x' the rewrite check does not call a rewrite gets
+    sampled x' until it calls one a rewrite; if none is, the greedy x' and its verdict stand.
+    The search and the pseudo-labels x* stay greedy. See docs/method.md, "Redrawing x'"."""
+
+    n: int = 0
+    """Most sampled x' per query (0: greedy only, the paper)."""
+    temperature: float = 1.0
+    """Sampling temperature of a redraw."""
+    top_p: float = 0.95
+    """Nucleus mass of a redraw."""
+    seed: int = 0
+    """The k-th redraw of a batch samples from a generator seeded by seed + k."""
+
+
 @dataclass
 class CmaesParams:
     """The CMA-ES search for ξ* (Eq. 9-11, 13-14; Table 5, 'CMA-ES' column)."""
@@ -534,6 +551,7 @@ class Params:
     generator: GeneratorParams = field(default_factory=GeneratorParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     refiner: RefinerParams = field(default_factory=RefinerParams)
+    redraw: RedrawParams = field(default_factory=RedrawParams)
     cmaes: CmaesParams = field(default_factory=CmaesParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
     reward: RewardParams = field(default_factory=RewardParams)
@@ -651,6 +669,10 @@ RANGES: dict[str, Range] = {
     "refiner.decode_no_repeat_ngram": NON_NEGATIVE,
     "refiner.warm_start_epochs": COUNT,
     "refiner.warm_start_lr": POSITIVE,
+    "redraw.n": NON_NEGATIVE,
+    "redraw.temperature": POSITIVE,
+    "redraw.top_p": PROBABILITY_MASS,
+    "redraw.seed": NON_NEGATIVE,
     "cmaes.d_z": COUNT,
     "cmaes.iterations": COUNT,
     "cmaes.popsize": Range(2),  # CMA-ES recombines the best half: at least two candidates

@@ -149,10 +149,13 @@ def refiner_spec(params: Params, name: str) -> str:
 def _refiner_key(params: Params, name: str) -> dict[str, Any]:
     spec = refiner_spec(params, name)
     # the weights' digest: a retrained model's answers are made afresh
-    return {
+    key = {
         "refiner": dataclasses.asdict(params.refiner),
         "weights": weights_digest(Path(spec)) or spec,
     }
+    if params.redraw.n:  # off, the answers are the greedy ones cached before redraws existed
+        key["redraw"] = dataclasses.asdict(params.redraw)
+    return key
 
 
 @dataclasses.dataclass
@@ -176,8 +179,9 @@ def _refined(params: Params, name: str, questions: list[str]) -> Rewritten:
     rp = params.refiner
     refiner = Refiner.from_params(refiner_spec(params, name), rp)
     refined = refine(
-        refiner, questions, rp.max_refined_tokens, guard=rp.guard, check_encoder=rp.check_encoder
-    )
+        refiner, questions, rp.max_refined_tokens, guard=rp.guard,
+        check_encoder=rp.check_encoder, redraw=params.redraw,
+    )  # fmt: skip
     return Rewritten(
         [r.sent for r in refined], [r.verdict for r in refined], sum(r.fallback for r in refined)
     )

@@ -4,6 +4,8 @@
                           unbiased refiner's own [Z_s], [Z_e] embeddings e^b (no CMA-ES bias), or
                           with given embeddings such as Eq. 9's e at ξ* for the pseudo-labels x*
     check(x, x')          recast.refiner.check: rewrite, copy, answers, drift or degenerate
+    redraw                with redraw.n > 0 and the guard: for an x' that is not a rewrite,
+                          sampled x' until the check calls one a rewrite (at most redraw.n)
     sent = x if the guard falls back (x' harmful or empty) else x'
 
 "The unbiased refiner" is p_im with e^b on [Z_s], [Z_e]; it is not the search's ξ = 0, which
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from recast.config import RedrawParams
 from recast.refiner.check import (
     DEFAULT,
     Check,
@@ -32,6 +35,7 @@ from recast.refiner.model import Refiner
 from recast.refiner.prompts import p_x
 
 DEFAULT_ENCODER = "minilm-l6"
+GREEDY = RedrawParams()  # no redraws: the paper's x'
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,18 @@ def decode(
     embeddings: Any = None,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    sampling: RedrawParams | None = None,
+    seed: int = 0,
 ) -> list[str]:
-    """x' = p_im(x) for every x, greedy, in batches, under the refiner's decoding rule (its
-    length cap needs each x); `embeddings` (2, d) are the [Z_s], [Z_e] embeddings to decode
-    with (None: the unbiased refiner's e^b). With refiner.keep_input p_im reads x's instruction
-    and x' gets x's input verbatim (recast.refiner.query)."""
+    """x' = p_im(x) for every x, in batches, under the refiner's decoding rule (its length cap
+    needs each x): greedy, or sampled as `sampling` says from a generator seeded by `seed`;
+    `embeddings` (2, d) are the [Z_s], [Z_e] embeddings to decode with (None: the unbiased
+    refiner's e^b). With refiner.keep_input p_im reads x's instruction and x' gets x's input
+    verbatim (recast.refiner.query)."""
     import torch
+
+    temperature, top_p = (sampling.temperature, sampling.top_p) if sampling else (0.0, 1.0)
+    rng = torch.Generator(device=refiner.device).manual_seed(seed) if sampling else None
 
     out: list[str] = []
     with torch.inference_mode():
@@ -126,7 +136,7 @@ def decode(
             part = xs[start : start + batch_size]
             read = [refiner.reads(x) for x in part]
             prefix = refiner.encode_prefix([p_x(r) for r in read], queries=read)
-            decoded = refiner.decode(prefix, e, max_new_tokens)
+            decoded = refiner.decode(prefix, e, max_new_tokens, temperature, top_p, rng)
             out += [refiner.completes(x, d) for x, d in zip(part, decoded, strict=True)]
             if on_batch is not None:
                 on_batch(len(part))
@@ -143,16 +153,36 @@ def refine(
     on_batch: Callable[[int], None] | None = None,
     embeddings: Any = None,
     check_encoder: str | None = DEFAULT_ENCODER,
+    redraw: RedrawParams = GREEDY,
 ) -> list[Refined]:
     """Decode x' = p_im(x) with the unbiased refiner (or `embeddings`), check each x' against
     its x, and with `guard` fall back to x where x' is harmful; an empty x' falls back always
     (it would send the generator nothing). `on_batch(n)` is called after each batch of n
-    queries; `check_encoder` is the sentence encoder of the check (None: lexical only)."""
+    queries; `check_encoder` is the sentence encoder of the check (None: lexical only).
+
+    With `guard` and `redraw.n` > 0, every x whose x' is not a rewrite gets sampled x' until
+    the check calls one a rewrite, at most redraw.n; a 135M p_im copies x or drifts on most
+    queries greedily, and a sample is often a rewrite where the greedy x' is not. The check
+    that picks a redraw is the one that guards: a redraw it misjudges is sent like a
+    misjudged greedy x' would be (its error rates on labelled rows: docs/method.md)."""
     decoded = decode(
         refiner, xs, max_new_tokens, embeddings=embeddings, batch_size=batch_size, on_batch=on_batch
     )
     g = Guard(enabled=guard, encoder=encoder(check_encoder) if check_encoder else None)
     _, checks = g.apply(xs, decoded)
+    todo = [i for i, c in enumerate(checks) if c.verdict != "rewrite"] if guard else []
+    for k in range(1, redraw.n + 1):
+        if not todo:
+            break
+        drawn = decode(
+            refiner, [xs[i] for i in todo], max_new_tokens, embeddings=embeddings,
+            batch_size=batch_size, sampling=redraw, seed=redraw.seed + k,
+        )  # fmt: skip
+        _, drawn_checks = g.apply([xs[i] for i in todo], drawn)
+        for i, x_prime, c in zip(todo, drawn, drawn_checks, strict=True):
+            if c.verdict == "rewrite":
+                decoded[i], checks[i] = x_prime, c
+        todo = [i for i in todo if checks[i].verdict != "rewrite"]
     return [
         Refined(
             x=x,

@@ -125,11 +125,19 @@ class Champion:
 
 
 def default_refine(
-    max_new_tokens: int, guard: bool, check_encoder: str | None, batch_size: int
+    max_new_tokens: int,
+    guard: bool,
+    check_encoder: str | None,
+    batch_size: int,
+    redraw: Any = None,
 ) -> Callable[[Any, list[str]], Sequence[RefinedLike]]:
     """The one refine path (recast.refiner.refine): x' per query, the check's verdict, and with
-    `guard` the fallback to x."""
+    `guard` the fallback to x; `redraw` (RedrawParams; None: greedy only) redraws an x'
+    that is not a rewrite."""
+    from recast.config import RedrawParams
     from recast.refiner.refine import refine
+
+    redraw = redraw or RedrawParams()
 
     def refine_with(refiner: Any, xs: list[str]) -> Sequence[RefinedLike]:
         return refine(
@@ -139,6 +147,7 @@ def default_refine(
             guard=guard,
             batch_size=batch_size,
             check_encoder=check_encoder,
+            redraw=redraw,
         )
 
     return refine_with

@@ -39,8 +39,9 @@ def make_champion(p: Params) -> Champion:
 
     rp = p.refiner
     refine_with = default_refine(
-        rp.max_refined_tokens, rp.guard, rp.check_encoder, batch_size=p.serve.max_batch
-    )
+        rp.max_refined_tokens, rp.guard, rp.check_encoder, p.serve.max_batch,
+        p.redraw,
+    )  # fmt: skip
     return Champion(spec, load, refine_with)
 
 
