@@ -102,15 +102,17 @@ def test_measure_on_real_pairs_matches_the_rule_for_a_length_judge() -> None:
     assert 0 < m.balanced_n < m.n
 
 
+class OnePass(ScriptedJudge):
+    """A backend with both first-token log-probs in one pass: P(Yes) 0.8 for a prompt holding a
+    real chosen answer, 0.3 otherwise; it records every prompt it runs."""
+
+    def first_token_logprobs(self, prompts, options):
+        self.prompts += prompts
+        good = [any(c[:40] in p for c in CHOSEN) for p in prompts]
+        return [[math.log(0.8 if g else 0.3), math.log(0.2 if g else 0.6)] for g in good]
+
+
 def test_pointwise_judge_reads_yes_and_no_from_one_pass() -> None:
-    chosen = set(CHOSEN)
-
-    class OnePass(ScriptedJudge):
-        def first_token_logprobs(self, prompts, options):
-            self.prompts += prompts
-            good = [any(c[:40] in p for c in chosen) for p in prompts]
-            return [[math.log(0.8 if g else 0.3), math.log(0.2 if g else 0.6)] for g in good]
-
     backend = OnePass(lambda p, t: pytest.fail("the one-pass backend was scored twice"))
     judge = PointwiseJudge(backend)
     assert judge.p_good(QUESTIONS[:1], CHOSEN[:1])[0] == pytest.approx(0.8)
@@ -122,22 +124,14 @@ def test_pointwise_judge_reads_yes_and_no_from_one_pass() -> None:
 def test_pointwise_judge_store_scores_each_prompt_once_across_runs(tmp_path: Path) -> None:
     """A second judge on the same store runs no prompt it already scored, returns the same
     log-odds, and scores only what is new; another judge's key starts afresh."""
-    chosen = set(CHOSEN)
-
-    class Counting(ScriptedJudge):
-        def first_token_logprobs(self, prompts, options):
-            self.prompts += prompts
-            good = [any(c[:40] in p for c in chosen) for p in prompts]
-            return [[math.log(0.8 if g else 0.3), math.log(0.2 if g else 0.6)] for g in good]
-
     store = tmp_path / "judge_scores.json"
-    first_backend = Counting(None)
+    first_backend = OnePass(None)
     first = PointwiseJudge(first_backend, store=store, store_key="qwen").log_odds(
         QUESTIONS[:2], CHOSEN[:2]
     )
     assert len(first_backend.prompts) == 2 and store.exists()
 
-    again_backend = Counting(None)
+    again_backend = OnePass(None)
     again = PointwiseJudge(again_backend, store=store, store_key="qwen")
     assert again.log_odds(QUESTIONS[:2], CHOSEN[:2]) == first
     assert again_backend.prompts == []  # nothing run twice
@@ -145,7 +139,7 @@ def test_pointwise_judge_store_scores_each_prompt_once_across_runs(tmp_path: Pat
     assert len(again_backend.prompts) == 2
     assert len(json.loads(store.read_text())["log_odds"]) == 4
 
-    other_backend = Counting(None)
+    other_backend = OnePass(None)
     PointwiseJudge(other_backend, store=store, store_key="another judge").log_odds(
         QUESTIONS[:2], CHOSEN[:2]
     )
