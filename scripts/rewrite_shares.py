@@ -8,7 +8,7 @@ missing, with the command that trains it.
 
     python scripts/rewrite_shares.py                      # every rewriting system present
     python scripts/rewrite_shares.py --systems ours --show --json shares.json
-    python scripts/rewrite_shares.py --systems ours --queries dev --set refiner.redraws=4
+    python scripts/rewrite_shares.py --systems ours --queries dev --set redraw.n=4
 """
 
 from __future__ import annotations

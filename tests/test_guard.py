@@ -121,45 +121,43 @@ def test_redraw_replaces_what_is_not_a_rewrite_and_nothing_else(monkeypatch) -> 
     """A greedy copy is redrawn until the check calls a draw a rewrite (an answering draw is
     passed over); a greedy rewrite is never redrawn; without the guard nothing is."""
     import recast.refiner.refine as refine_module
-    from recast.config import RedrawParams as Redraw
+    from recast.config import RedrawParams
 
     calls: list[tuple[list[str], int | None]] = []
     draws = {None: {ERAS: ERAS_COPY, INSULTS: INSULTS_REWRITE}, 1: {ERAS: ERAS_ANSWERS},
              2: {ERAS: ERAS_REWRITE}}  # fmt: skip
 
-    def scripted(refiner, xs, max_new_tokens, *, sampling=None, seed=0, **_):
-        k = None if sampling is None else seed
+    def scripted(refiner, xs, max_new_tokens, *, temperature=0.0, seed=0, **_):
+        k = None if temperature == 0 else seed
         calls.append((list(xs), k))
         return [draws[k][x] for x in xs]
 
     monkeypatch.setattr(refine_module, "decode", scripted)
     xs = [ERAS, INSULTS]
-    two = refine(None, xs, 64, check_encoder=None, redraw=Redraw(n=2, seed=0))
+    two = refine(None, xs, 64, check_encoder=None, redraw=RedrawParams(n=2, seed=0))
     assert [r.x_prime for r in two] == [ERAS_REWRITE, INSULTS_REWRITE]
     assert [r.verdict for r in two] == ["rewrite", "rewrite"] and not any(r.fallback for r in two)
     assert calls == [(xs, None), ([ERAS], 1), ([ERAS], 2)]  # only the copy was redrawn
 
     calls.clear()
-    one = refine(None, xs, 64, check_encoder=None, redraw=Redraw(n=1, seed=0))
+    one = refine(None, xs, 64, check_encoder=None, redraw=RedrawParams(n=1, seed=0))
     assert (one[0].x_prime, one[0].verdict, one[0].fallback) == (ERAS_COPY, "copy", False)
     assert calls == [(xs, None), ([ERAS], 1)]  # the answering draw was not taken
 
     calls.clear()
-    refine(None, xs, 64, guard=False, check_encoder=None, redraw=Redraw(n=2))
+    refine(None, xs, 64, guard=False, check_encoder=None, redraw=RedrawParams(n=2))
     assert calls == [(xs, None)]
 
 
 def test_a_redraw_is_sampled_and_seeded(tiny_lm: str) -> None:
-    from recast.config import RedrawParams as Redraw
     from recast.refiner.refine import decode
 
     refiner = Refiner.load(tiny_lm)
     xs = [p.prompt for p in real_pairs(2)]
-    sampling = Redraw(n=1, temperature=1.0, top_p=1.0)
     greedy = decode(refiner, xs, 8)
-    first = decode(refiner, xs, 8, sampling=sampling, seed=1)
-    assert decode(refiner, xs, 8, sampling=sampling, seed=1) == first  # the seed decides
-    assert first != greedy and decode(refiner, xs, 8, sampling=sampling, seed=2) != first
+    first = decode(refiner, xs, 8, temperature=1.0, seed=1)
+    assert decode(refiner, xs, 8, temperature=1.0, seed=1) == first  # the seed decides
+    assert first != greedy and decode(refiner, xs, 8, temperature=1.0, seed=2) != first
 
 
 def test_redraws_key_the_answers_only_when_on(tiny_lm: str) -> None:

@@ -169,7 +169,9 @@ class Measurement:
     balanced_length_baseline: float | None
     """The length rule on the length-balanced subset."""
     seconds_per_pair: float
-    """Wall time of the judge per pair."""
+    """Wall time of the judge per pair. A pointwise judge with a score store (the
+    evaluation's) reads the scores it has seen instead of running the model, so there it is
+    no judge timing: `recast judge measure` keeps no store and times the judge itself."""
 
 
 def measure(judge: Judge, pairs: Sequence[PreferencePair]) -> Measurement:

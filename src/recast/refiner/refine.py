@@ -35,7 +35,6 @@ from recast.refiner.model import Refiner
 from recast.refiner.prompts import p_x
 
 DEFAULT_ENCODER = "minilm-l6"
-GREEDY = RedrawParams()  # no redraws: the paper's x'
 
 
 @dataclass(frozen=True)
@@ -116,18 +115,18 @@ def decode(
     embeddings: Any = None,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-    sampling: RedrawParams | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
     seed: int = 0,
 ) -> list[str]:
     """x' = p_im(x) for every x, in batches, under the refiner's decoding rule (its length cap
-    needs each x): greedy, or sampled as `sampling` says from a generator seeded by `seed`;
+    needs each x): greedy at temperature 0, else sampled from a generator seeded by `seed`;
     `embeddings` (2, d) are the [Z_s], [Z_e] embeddings to decode with (None: the unbiased
     refiner's e^b). With refiner.keep_input p_im reads x's instruction and x' gets x's input
     verbatim (recast.refiner.query)."""
     import torch
 
-    temperature, top_p = (sampling.temperature, sampling.top_p) if sampling else (0.0, 1.0)
-    rng = torch.Generator(device=refiner.device).manual_seed(seed) if sampling else None
+    rng = torch.Generator(device=refiner.device).manual_seed(seed) if temperature > 0 else None
 
     out: list[str] = []
     with torch.inference_mode():
@@ -153,14 +152,14 @@ def refine(
     on_batch: Callable[[int], None] | None = None,
     embeddings: Any = None,
     check_encoder: str | None = DEFAULT_ENCODER,
-    redraw: RedrawParams = GREEDY,
+    redraw: RedrawParams | None = None,
 ) -> list[Refined]:
     """Decode x' = p_im(x) with the unbiased refiner (or `embeddings`), check each x' against
     its x, and with `guard` fall back to x where x' is harmful; an empty x' falls back always
     (it would send the generator nothing). `on_batch(n)` is called after each batch of n
     queries; `check_encoder` is the sentence encoder of the check (None: lexical only).
 
-    With `guard` and `redraw.n` > 0, every x whose x' is not a rewrite gets sampled x' until
+    With `guard` and a `redraw` with n > 0, every x whose x' is not a rewrite gets sampled x' until
     the check calls one a rewrite, at most redraw.n; a 135M p_im copies x or drifts on most
     queries greedily, and a sample is often a rewrite where the greedy x' is not. The check
     that picks a redraw is the one that guards: a redraw it misjudges is sent like a
@@ -170,13 +169,15 @@ def refine(
     )
     g = Guard(enabled=guard, encoder=encoder(check_encoder) if check_encoder else None)
     _, checks = g.apply(xs, decoded)
-    todo = [i for i, c in enumerate(checks) if c.verdict != "rewrite"] if guard else []
-    for k in range(1, redraw.n + 1):
+    redraws = redraw.n if redraw is not None and guard else 0
+    todo = [i for i, c in enumerate(checks) if c.verdict != "rewrite"] if redraws else []
+    for k in range(1, redraws + 1):
         if not todo:
             break
         drawn = decode(
             refiner, [xs[i] for i in todo], max_new_tokens, embeddings=embeddings,
-            batch_size=batch_size, sampling=redraw, seed=redraw.seed + k,
+            batch_size=batch_size, temperature=redraw.temperature, top_p=redraw.top_p,
+            seed=redraw.seed + k,
         )  # fmt: skip
         _, drawn_checks = g.apply([xs[i] for i in todo], drawn)
         for i, x_prime, c in zip(todo, drawn, drawn_checks, strict=True):

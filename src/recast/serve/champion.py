@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from recast.config import RedrawParams
+
 log = logging.getLogger("recast.serve")
 
 
@@ -129,15 +131,12 @@ def default_refine(
     guard: bool,
     check_encoder: str | None,
     batch_size: int,
-    redraw: Any = None,
+    redraw: RedrawParams | None = None,
 ) -> Callable[[Any, list[str]], Sequence[RefinedLike]]:
     """The one refine path (recast.refiner.refine): x' per query, the check's verdict, and with
-    `guard` the fallback to x; `redraw` (RedrawParams; None: greedy only) redraws an x'
-    that is not a rewrite."""
-    from recast.config import RedrawParams
+    `guard` the fallback to x; `redraw` (None: greedy only) redraws an x' that is not a
+    rewrite."""
     from recast.refiner.refine import refine
-
-    redraw = redraw or RedrawParams()
 
     def refine_with(refiner: Any, xs: list[str]) -> Sequence[RefinedLike]:
         return refine(
