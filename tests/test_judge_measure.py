@@ -93,6 +93,26 @@ class _Lengths:
         return [self.sign * float(len(a.split())) for a in answers]
 
 
+class _Batched(_Lengths):
+    """Length, plus a trace of which internal batch of 3 scored the answer: what padding does
+    to a real reward model's last bits."""
+
+    def score(self, questions: list[str], answers: list[str]) -> list[float]:
+        lengths = super().score(questions, answers)
+        return [v + 1e-6 * (i // 3) for i, v in enumerate(lengths)]
+
+
+def test_identical_answers_tie_however_the_reward_model_batches() -> None:
+    """Ours and the other system gave the same answer: a tie, for the reward judge and the
+    ensemble, whatever the reward model's batching adds to the last bits."""
+    pairs = read_labelled_pairs(BPO, limit=5)
+    questions, answers = [p.prompt for p in pairs], [p.chosen for p in pairs]
+    for judge in (RewardJudge(_Batched()), EnsembleJudge([RewardJudge(_Batched())])):
+        assert judge.judge(questions, answers, answers).outcomes == ["tie"] * len(pairs)
+    different = RewardJudge(_Batched()).judge(questions, answers, [p.rejected for p in pairs])
+    assert "tie" not in different.outcomes  # the real pairs still get verdicts
+
+
 def test_measure_on_real_pairs_matches_the_rule_for_a_length_judge() -> None:
     """A judge that is the length rule agrees exactly as often as the rule does."""
     pairs = read_labelled_pairs(BPO)
