@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 
 from recast.config import ServeParams, load_params
 from recast.serve.app import create_app
-from recast.serve.batcher import MicroBatcher
+from recast.serve.batcher import throughput
 from recast.serve.run import is_loopback, make_champion, serve_in_thread
 from recast.serve.upstream import HttpUpstream, LocalUpstream, Upstream, UpstreamError
 
@@ -142,20 +142,6 @@ async def load(url: str, queries: list[str], n: int, concurrency: int, max_token
     return Load(latencies, refine_ms, time.perf_counter() - start, failures)
 
 
-async def refine_throughput(refine_batch: Any, queries: list[str], max_batch: int) -> float:
-    """Queries refined per second through the micro-batcher, all submitted at once."""
-    batcher: MicroBatcher[str, Any] = MicroBatcher(
-        refine_batch, max_batch=max_batch, window_s=0.01, max_queue=len(queries)
-    )
-    batcher.start()
-    try:
-        start = time.perf_counter()
-        await asyncio.gather(*(batcher.submit(q) for q in queries))
-        return len(queries) / (time.perf_counter() - start)
-    finally:
-        batcher.stop()
-
-
 @contextlib.contextmanager
 def served_upstream(args: argparse.Namespace, p: Any) -> Iterator[str]:
     """The upstream for this run, served here on loopback (or a loopback URL given)."""
@@ -247,8 +233,8 @@ def main() -> None:
     def refine_batch(xs: list[str]) -> Any:
         return champion.refine_batch(xs)[1]
 
-    batched = asyncio.run(refine_throughput(refine_batch, qs, args.refine_queries))
-    single = asyncio.run(refine_throughput(refine_batch, qs, 1))
+    batched = asyncio.run(throughput(refine_batch, qs, args.refine_queries))
+    single = asyncio.run(throughput(refine_batch, qs, 1))
     print(
         f"\nrefinement of {len(qs)} queries: micro-batched {batched:.2f} queries/s, "
         f"one at a time {single:.2f} queries/s: {batched / single:.1f}x"

@@ -7,7 +7,9 @@ What runs, all through recast's code (nothing reimplemented here):
 2. one CMA-ES iteration of the search (`recast.search.run_search`: ∇e^b, F(0), one population)
    with a Llama-3.2-1B-shaped refiner (`recast.refiner.model.Refiner`) in front of the 1B-shaped
    generator;
-3. one fine-tuning step of that refiner (`recast.training.finetune`, Eq. 12 with the KL term).
+3. one fine-tuning step of that refiner (`recast.training.finetune`, Eq. 12 with the KL term);
+4. `recast serve`'s micro-batching: that refiner's x' for a batch of queries through
+   `recast.serve.batcher.MicroBatcher` and the serve refine path, batched against one at a time.
 
 Nothing is downloaded or read from a model cache (a GPU machine may have no network and the
 packaged models do not travel with the working tree): the models are built from a config with
@@ -107,6 +109,8 @@ class Sizes:
     answer_tokens: int
     refined_tokens: int
     ft_pairs: int
+    serve_queries: int
+    """Queries refined through the micro-batcher, batched (max_batch = this) and one at a time."""
     matmul: int
 
 
@@ -133,6 +137,7 @@ def full_sizes(layers_8b: int) -> Sizes:
         answer_tokens=128,
         refined_tokens=64,  # refiner.max_refined_tokens (Table 5: n_g = 64)
         ft_pairs=8,  # refiner.batch_size: one step
+        serve_queries=16,  # serve.max_batch's default
         matmul=8192,
     )
 
@@ -154,6 +159,7 @@ def quick_sizes() -> Sizes:
         answer_tokens=8,
         refined_tokens=6,
         ft_pairs=2,
+        serve_queries=4,
         matmul=256,
     )
 
@@ -625,6 +631,43 @@ def run_finetune_part(
 # -- main ---------------------------------------------------------------------------------------
 
 
+def run_serve_part(refiner: Any, texts: Texts, sizes: Sizes, device: str, record: Part) -> None:
+    """`recast serve`'s refinement: the same queries through the micro-batcher with batches of
+    up to serve_queries, then one at a time (batches of 1), on serve's refine path without the
+    guard (its check would only add the same CPU work to both)."""
+    import asyncio
+
+    from recast.serve.batcher import throughput
+    from recast.serve.champion import default_refine
+
+    n = sizes.serve_queries
+    queries = [texts(sizes.query_tokens) for _ in range(n)]
+    refine_with = default_refine(
+        sizes.refined_tokens, guard=False, check_encoder=None, batch_size=n
+    )
+
+    def refine_batch(xs: list[str]) -> Any:
+        out = refine_with(refiner, xs)
+        sync(device)
+        return out
+
+    refine_batch(queries[:2])  # warm-up: the first decode of this shape pays for allocation
+    single = asyncio.run(throughput(refine_batch, queries, 1))
+    batched = asyncio.run(throughput(refine_batch, queries, n))
+    record.figures["serve"] = {
+        "queries": n,
+        "max_new_tokens": sizes.refined_tokens,
+        "batched_queries_per_s": batched,
+        "single_queries_per_s": single,
+        "speedup": batched / single,
+    }
+    print(
+        f"  serve    : {n} queries, x' ≤{sizes.refined_tokens} tokens: micro-batched (≤{n}) "
+        f"{batched:.2f} queries/s, one at a time {single:.2f} queries/s: {batched / single:.1f}x",
+        flush=True,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -716,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         if refiner is None:
             raise RuntimeError("skipped: the refiner could not be built")
         run_finetune_part(refiner, pairs[: sizes.ft_pairs], texts, sizes, record)
+    with part(f"serve micro-batching (refiner {rname})", device, parts) as record:
+        if refiner is None:
+            raise RuntimeError("skipped: the refiner could not be built")
+        run_serve_part(refiner, texts, sizes, device, record)
 
     total = time.perf_counter() - started
     failed = [p.name for p in parts if p.error]

@@ -47,7 +47,14 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for line in ("score    :", "generate :", "search   :", "finetune :", "total wall"):
+    for line in (
+        "score    :",
+        "generate :",
+        "search   :",
+        "finetune :",
+        "serve    :",
+        "total wall",
+    ):
         assert line in proc.stdout, proc.stdout
     report = json.loads(out.read_text())
     assert report["device_type"] == "cpu" and report["dtype"] == "bfloat16" and report["quick"]
@@ -57,6 +64,7 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
         "generator tiny-wide",
         "CMA-ES iteration (refiner tiny, generator tiny)",
         "fine-tuning step (refiner tiny)",
+        "serve micro-batching (refiner tiny)",
     ]
     assert all(p["error"] is None for p in report["parts"])
     for name in ("generator tiny", "generator tiny-wide"):
@@ -77,6 +85,11 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
     # pure bf16: an AdamW step of lr 1e-5 moves only the small weights; most round away
     for share in tune["share_of_weights_changed"].values():
         assert 0 < share < 0.5
+    serve = parts["serve micro-batching (refiner tiny)"]["figures"]["serve"]
+    assert serve["queries"] == 4 and serve["single_queries_per_s"] > 0
+    assert serve["speedup"] == pytest.approx(
+        serve["batched_queries_per_s"] / serve["single_queries_per_s"]
+    )
 
 
 def test_a_failing_part_is_reported_the_rest_still_runs_and_the_exit_is_nonzero(

@@ -130,6 +130,19 @@ def test_embeddings_of_a_population() -> None:
     assert torch.allclose(alpha * grads.norm(dim=-1), e_base.norm(dim=-1))
 
 
+def test_bias_tensors_follow_the_gradients_device() -> None:
+    """A, α and ξ are made from numpy or Python floats; each must land on ∇'s device. On the
+    meta device a CPU operand raises, as a CUDA one did in the first GPU check (A on the CPU)."""
+    e_base = torch.empty(2, 32, device="meta")
+    grads = torch.empty(2, 32, device="meta")
+    a = bias.projections(grads, d_z=4, seed=0)
+    assert a.device.type == "meta" and a.shape == (2, 32, 4)
+    alpha = bias.alphas(e_base, grads, 1.0)
+    out = bias.embeddings(np.zeros((3, 8)), e_base, a, grads, alpha)
+    assert out.device.type == "meta" and out.shape == (3, 2, 32)
+    assert bias.constrain(e_base, grads, 0.5).device.type == "meta"
+
+
 def test_initial_step_follows_eq_14() -> None:
     """Moving ξ_i by σ_0 along ∇ᵀA_i changes σ(g_i) by δ(σ(g)) (to first order)."""
     grads = torch.randn(2, 48, dtype=torch.float64)

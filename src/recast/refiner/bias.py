@@ -36,7 +36,8 @@ def projections(grads: torch.Tensor, d_z: int, seed: int) -> torch.Tensor:
     """
     rng = np.random.default_rng(seed)
     d = grads.shape[-1]
-    r = torch.from_numpy(rng.standard_normal((2, d, d_z))).to(grads.dtype)
+    # drawn on the CPU with numpy so that A is the same on every device, then moved to ∇'s
+    r = torch.from_numpy(rng.standard_normal((2, d, d_z))).to(grads.device, grads.dtype)
     return r * grads.norm(dim=-1)[:, None, None]
 
 
@@ -44,7 +45,7 @@ def constrain(e_b: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor | float
     """B(e_b) of Eq. 13 for one or both tokens (last dim d): -α σ(g) ∇ with g the projection
     coefficient of e_b on ∇. The result is parallel to -∇ and ‖B‖ < α‖∇‖."""
     g = (e_b * grad).sum(-1, keepdim=True) / (grad * grad).sum(-1, keepdim=True)
-    alpha = torch.as_tensor(alpha, dtype=grad.dtype)
+    alpha = torch.as_tensor(alpha, dtype=grad.dtype, device=grad.device)
     if alpha.dim() == 1:
         alpha = alpha[:, None]
     return -alpha * torch.sigmoid(g) * grad
@@ -59,7 +60,7 @@ def embeddings(
 ) -> torch.Tensor:
     """Eq. 9: [e_0; e_1] = [e_0^b; e_1^b] + B(blockdiag(A_0, A_1) ξ). ξ is (2·d_z,) or a
     population (λ, 2·d_z); returns (2, d) or (λ, 2, d)."""
-    x = torch.as_tensor(np.asarray(xi), dtype=a.dtype)
+    x = torch.as_tensor(np.asarray(xi), dtype=a.dtype, device=a.device)
     single = x.dim() == 1
     x = x.reshape(-1, 2, a.shape[-1])  # (λ, 2, d_z): ξ = [ξ_0, ξ_1]
     e_b = torch.einsum("idk,nik->nid", a, x)  # A_i ξ_i

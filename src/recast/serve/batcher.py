@@ -175,3 +175,21 @@ def _resolve(item: _Item, result: object = None, error: BaseException | None = N
 
     with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
         item.loop.call_soon_threadsafe(done)
+
+
+async def throughput(
+    fn: Callable[[list[T]], Sequence[R]], values: list[T], max_batch: int, window_s: float = 0.01
+) -> float:
+    """Values per second through a MicroBatcher of `max_batch`, all submitted at once: the
+    micro-batching measure of benchmarks/serve_load.py and scripts/gpu_check.py (max_batch 1
+    is one at a time, through the same thread and queue)."""
+    batcher: MicroBatcher[T, R] = MicroBatcher(
+        fn, max_batch=max_batch, window_s=window_s, max_queue=len(values)
+    )
+    batcher.start()
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(batcher.submit(v) for v in values))
+        return len(values) / (time.perf_counter() - start)
+    finally:
+        batcher.stop()
