@@ -569,17 +569,13 @@ def run_finetune_part(
     from recast.refiner.prompts import p_x
     from recast.training import finetune
 
-    base = Params()
-    params = replace(
-        base,
-        refiner=replace(
-            base.refiner,
-            batch_size=len(pairs),
-            epochs=1,
-            lora=False,
-            max_refined_tokens=sizes.refined_tokens,
-            truth_max_tokens=sizes.answer_tokens,
-        ),
+    rp = replace(
+        Params().refiner,
+        batch_size=len(pairs),
+        epochs=1,
+        lora=False,
+        max_refined_tokens=sizes.refined_tokens,
+        truth_max_tokens=sizes.answer_tokens,
     )
     q_im = copy.deepcopy(refiner)  # the round's frozen target network, as training._round does
     x_star = [texts(sizes.refined_tokens) for _ in pairs]
@@ -596,7 +592,7 @@ def run_finetune_part(
         for p, x in zip(pairs, x_star, strict=True)
     )
     t0 = time.perf_counter()
-    stats = finetune(refiner, q_im, pairs, x_star, params)
+    stats = finetune(refiner, q_im, pairs, x_star, rp)
     sync(refiner.device.type)
     seconds = time.perf_counter() - t0
     if len(stats) != 1:
@@ -613,7 +609,7 @@ def run_finetune_part(
         "loss": stats[0].loss,
         "ce": stats[0].ce,
         "kl": stats[0].kl,
-        "lr": params.refiner.lr,
+        "lr": rp.lr,
         "share_of_weights_changed": changed,
     }
     shares = ", ".join(f"{k} {v:.1%}" for k, v in changed.items())
@@ -621,7 +617,7 @@ def run_finetune_part(
         f"  finetune : 1 step, batch {len(pairs)}, {tokens:,} p_im tokens in {seconds:.2f} s = "
         f"{tokens / seconds:,.0f} tokens/s (first step: optimizer state allocated here); loss "
         f"{stats[0].loss:.3f} (CE {stats[0].ce:.3f}, KL {stats[0].kl:.4f}); weights changed by "
-        f"the step at lr {params.refiner.lr:g}: {shares}",
+        f"the step at lr {rp.lr:g}: {shares}",
         flush=True,
     )
     if not all(torch.isfinite(w).all() for w in watched.values()):

@@ -81,7 +81,7 @@ def test_champion_moves_only_when_the_challenger_wins(registry: Params, tiny_lm:
     again = promote(registry, scripted)  # nothing new to compare
     assert not again["promoted"] and again["champion"] == "3"
 
-    lineage = trace(registry, "models:/recast-refiner@champion")
+    lineage = trace(registry.tracking, "models:/recast-refiner@champion")
     assert lineage["model_version"]["version"] == "3"
     assert set(lineage["model_version"]["aliases"]) == {"champion", "challenger"}
     assert lineage["run"]["name"] == "train" and lineage["params_hash"] is None

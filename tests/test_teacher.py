@@ -168,7 +168,7 @@ def test_bpo_learns_only_the_teacher_rewrites_the_check_keeps(in_tmp: Path, tiny
         {"id": p.id, "x": p.prompt, "x_prime": xp, "raw": xp}
         for p, xp in zip(pairs, x_primes, strict=True)
     ]
-    io.write_json(params.bpo.rewrites, {"key": teacher.key(params, pairs), "rows": rows})
+    io.write_json(params.bpo.rewrites, {"key": teacher.key(params.bpo, pairs), "rows": rows})
     metrics = bpo_stage(params)
     kept = io.read_parquet(in_tmp / "runs/bpo/pairs.parquet").to_pylist()
     assert [r["optimized"] for r in kept] == x_primes[:2]
@@ -185,7 +185,7 @@ def test_warm_start_fits_the_teacher_rewrites(tiny_lm: str) -> None:
     refiner = Refiner.load(tiny_lm)
     rows = fits(refiner, bpo_rows()[2:10], 32)
     assert len(rows) >= 6
-    stats = warm_start(refiner, rows, params)
+    stats = warm_start(refiner, rows, params.refiner)
     assert len(stats) == 6 * -(-len(rows) // 4)
     assert stats[-1].ce < stats[0].ce and all(s.kl == 0 for s in stats)
 
@@ -193,8 +193,8 @@ def test_warm_start_fits_the_teacher_rewrites(tiny_lm: str) -> None:
 def test_start_spec_and_the_switched_off_stage(in_tmp: Path) -> None:
     on = load_params(None, ["refiner.warm_start=true", "refiner.warm_start_dir=ws"])
     with pytest.raises(RecastError, match="ws/refiner is missing"):
-        start_spec(on)
+        start_spec(on.refiner)
     off = load_params(None, ["refiner.warm_start=false", "refiner.warm_start_dir=ws"])
-    assert start_spec(off) == off.refiner.model
+    assert start_spec(off.refiner) == off.refiner.model
     assert warmstart_stage(off) == {"warm_start": False}
     assert (in_tmp / "ws" / "skipped.json").exists()

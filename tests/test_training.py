@@ -46,7 +46,7 @@ def test_finetune_fits_the_pseudo_labels(tiny_lm: str, tmp_path: Path) -> None:
     target = Refiner.load(tiny_lm)
     pairs = real_pairs(4)
     x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
-    stats = finetune(refiner, target, pairs, x_star, p)
+    stats = finetune(refiner, target, pairs, x_star, p.refiner)
     assert len(stats) == 15 * 2
     assert stats[-1].ce < stats[0].ce / 2
     assert all(s.kl >= 0 for s in stats) and stats[0].kl > 0
@@ -59,7 +59,7 @@ def test_omega_zero_drops_the_kl_term(tiny_lm: str, tmp_path: Path) -> None:
     refiner, target = Refiner.load(tiny_lm), Refiner.load(tiny_lm)
     pairs = real_pairs(2)
     x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
-    stats = finetune(refiner, target, pairs, x_star, p)
+    stats = finetune(refiner, target, pairs, x_star, p.refiner)
     assert all(s.kl == 0 and s.loss == s.ce for s in stats)
 
 
@@ -69,7 +69,7 @@ def test_lora_finetuning_merges_into_the_refiner(tiny_lm: str, tmp_path: Path) -
     before = {k: v.clone() for k, v in refiner.model.state_dict().items()}
     pairs = real_pairs(2)
     x_star = [r.x_prime for r in pseudo_labels(refiner, pairs, refiner.base_embeddings(), 6)]
-    finetune(refiner, target, pairs, x_star, p)
+    finetune(refiner, target, pairs, x_star, p.refiner)
     after = refiner.model.state_dict()
     assert set(after) == set(before)  # merged back: a plain model again, no adapter keys
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -229,9 +229,9 @@ def test_guarded_rounds_fine_tune_only_on_the_x_star_the_check_keeps(
     seen: list[tuple[list[str], list[str]]] = []
     real = training.finetune
 
-    def spy(refiner, q_im, pairs, x_star, params, on_step=lambda _: None):  # type: ignore[no-untyped-def]
+    def spy(refiner, q_im, pairs, x_star, rp, on_step=lambda _: None):  # type: ignore[no-untyped-def]
         seen.append(([q.id for q in pairs], list(x_star)))
-        return real(refiner, q_im, pairs, x_star, params, on_step)
+        return real(refiner, q_im, pairs, x_star, rp, on_step)
 
     monkeypatch.setattr(training, "finetune", spy)
     pairs = real_pairs(8)

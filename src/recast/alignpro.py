@@ -26,9 +26,8 @@ import torch
 
 from recast import io
 from recast.config import Params, PrompterParams
-from recast.errors import RecastError
 from recast.evaluation.prompter import PROMPTER, eval_sampling, rewrite
-from recast.evaluation.reward import RewardModel
+from recast.evaluation.reward import RewardModel, trained_dir
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
 from recast.refiner.refine import Guard
@@ -163,16 +162,9 @@ def gap(a: list[float], b: list[float], n_boot: int, seed: int) -> dict[str, flo
     return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)]}
 
 
-def _reward_model(params: Params) -> RewardModel:
-    reward_dir = Path(params.reward.out_dir) / "model"
-    if not (reward_dir / "head.pt").exists():
-        raise RecastError(f"no reward model at {reward_dir}: run `recast reward` first")
-    return RewardModel.load(reward_dir)
-
-
 def mean_return(params: Params, spec: str, queries: list[str]) -> float:
     """J(ρ) for a prompter spec (folder or registry URI) on `queries`."""
-    reward = _reward_model(params)
+    reward = RewardModel.load(trained_dir(params.reward))
     generator = make_generator(params.generator)
     try:
         sent = rewrite(params.prompter, params.generator, spec, queries)
@@ -206,7 +198,7 @@ def train(
     (no prompter), J(ρ_sft) (the prompter before RL), J(ρ), KL(ρ ‖ ρ_sft), and with `oracle`
     the generator trained on the same reward (out/oracle), for Δ1 and Δ2 of Eq. 7."""
     pp = params.prompter
-    reward = _reward_model(params)
+    reward = RewardModel.load(trained_dir(params.reward))
     train, dev = train_queries, dev_queries
     generator = make_generator(params.generator)
     answer = Sampling(max_new_tokens=pp.answer_tokens, temperature=0.0)  # π_F during training

@@ -463,7 +463,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     p = _params(params, set_)
     with console.status("evaluating") as status:
         result = stages.evaluate(p, lambda m: status.update(m))
-    for title, header, rows in tables(p, result):
+    for title, header, rows in tables(p.evaluate, result):
         table = Table(title=title)
         for h in header:
             table.add_column(h)
@@ -572,7 +572,7 @@ def trace(
     """From a result to its inputs: run, parent runs, git commit, params hash, DVC md5s."""
     from recast.tracking import trace as run_trace
 
-    result = run_trace(_params(params, set_), target)
+    result = run_trace(_params(params, set_).tracking, target)
     out.print_json(json.dumps(result, default=str))
 
 
@@ -720,7 +720,7 @@ def _load_refiner(p: Params, checkpoint: str | None) -> Any:
     from recast.tracking import use
 
     spec = checkpoint or f"models:/{p.registry.name}@champion"
-    use(p)  # a models:/ URI is looked up in this tracking server's registry
+    use(p.tracking)  # a models:/ URI is looked up in this tracking server's registry
     try:
         with console.status(f"loading refiner {spec}"):
             return Refiner.from_params(spec, p.refiner)

@@ -104,7 +104,7 @@ def promote(
     name = rp.name if kind == "refiner" else rp.prompter_name
     metric = rp.gate_metric if kind == "refiner" else "dev_reward"
     score = score or (gate_score if kind == "refiner" else prompter_gate_score)
-    client = use(params).MlflowClient()
+    client = use(params.tracking).MlflowClient()
 
     def version_of(alias: str) -> str | None:
         try:

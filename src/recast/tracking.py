@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import Params
+from recast.config import Params, TrackingParams
 
 # MLflow 3's UI reads this experiment tag to pick its layout: without it, an experiment opens on
 # the GenAI overview (traces, token usage), which is empty here. "custom_model_development" is
@@ -56,12 +56,12 @@ def resolved_uri(uri: str) -> str:
     return uri
 
 
-def use(params: Params) -> Any:
-    """Point MLflow at params.tracking.uri; returns the mlflow module."""
+def use(tp: TrackingParams) -> Any:
+    """Point MLflow at tracking.uri; returns the mlflow module."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(resolved_uri(params.tracking.uri))
+    mlflow.set_tracking_uri(resolved_uri(tp.uri))
     return mlflow
 
 
@@ -138,7 +138,7 @@ class Tracker:
         self.params = params
         self.enabled = params.tracking.enabled
         if self.enabled:
-            mlflow = use(params)
+            mlflow = use(params.tracking)
             name = params.tracking.experiment
             experiment = mlflow.get_experiment_by_name(name)
             if experiment is None:
@@ -245,7 +245,7 @@ class Tracker:
         return str(version.version)
 
 
-def trace(params: Params, target: str) -> dict[str, Any]:
+def trace(tp: TrackingParams, target: str) -> dict[str, Any]:
     """Where a result came from: a run id, or a registry version (`models:/NAME@ALIAS`,
     `models:/NAME/VERSION`) -> its run, the parents up to the training run, its lineage tags
     (git commit, params hash, DVC md5 of each input, checked against the file as it is now),
@@ -254,8 +254,8 @@ def trace(params: Params, target: str) -> dict[str, Any]:
 
     from recast.errors import RecastError
 
-    client = use(params).MlflowClient()
-    out: dict[str, Any] = {"tracking_uri": params.tracking.uri}
+    client = use(tp).MlflowClient()
+    out: dict[str, Any] = {"tracking_uri": tp.uri}
     try:
         if target.startswith("models:/"):
             name, _, alias = target.removeprefix("models:/").partition("@")
@@ -273,7 +273,7 @@ def trace(params: Params, target: str) -> dict[str, Any]:
             target = version.run_id
         run = client.get_run(target)
     except MlflowException as e:
-        raise RecastError(f"cannot trace {target!r} at {params.tracking.uri}: {e.message}") from e
+        raise RecastError(f"cannot trace {target!r} at {tp.uri}: {e.message}") from e
     chain = []
     parent_id = run.data.tags.get("mlflow.parentRunId")
     while parent_id:
@@ -305,7 +305,7 @@ def trace(params: Params, target: str) -> dict[str, Any]:
             "children": [{"name": c.info.run_name, "id": c.info.run_id} for c in children],
         }
     )
-    if params.tracking.uri.startswith("http"):
-        base = params.tracking.uri.rstrip("/")
+    if tp.uri.startswith("http"):
+        base = tp.uri.rstrip("/")
         out["url"] = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     return out

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from recast import io, layout
-from recast.config import Params
+from recast.config import Params, RefinerParams
 from recast.distributed import MapFn, population_evaluator
 from recast.generator.base import Generator
 from recast.records import PreferencePair
@@ -90,15 +90,14 @@ def finetune(
     q_im: Refiner,
     pairs: list[PreferencePair],
     x_star: list[str],
-    params: Params,
+    rp: RefinerParams,
     on_step: Callable[[StepStats], None] = lambda _: None,
 ) -> list[StepStats]:
     """Minimize Eq. 12 with AdamW over D (Table 5: lr 1e-5, batch 8, 3 epochs, ω = 0.02).
 
     `q_im` is the frozen target network that reads P_xy(x, y) (Eq. 6-7); `x_star` are the
-    pseudo-labels the CE term fits."""
+    pseudo-labels the CE term fits; `rp` gives ω, lr, batch size, epochs and LoRA."""
     refiner.source = None  # the weights are about to differ from any saved copy
-    rp = params.refiner
     model = refiner.model
     if rp.lora:
         from peft import LoraConfig, get_peft_model
@@ -383,7 +382,7 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
         q_im,
         [pairs[i] for i in keep],
         [x_star[i] for i in keep],
-        params,
+        rp,
         on_step=lambda st: report.step(s, st),
     )
     io.write_json(round_dir / "train_curve.json", [asdict(st) for st in stats])

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recast import io
-from recast.config import Params
+from recast.config import EvaluateParams, Params
 from recast.evaluation import systems
 from recast.evaluation.systems import Answers, Context
 from recast.records import EvalPrompt
@@ -35,9 +35,9 @@ def key(params: Params, name: str, prompts: list[EvalPrompt]) -> str:
     return io.digest(parts)
 
 
-def path(params: Params, set_name: str, name: str) -> Path:
+def path(ev: EvaluateParams, set_name: str, name: str) -> Path:
     """<evaluate.out_dir>/answers/<set>/<system>.json"""
-    return Path(params.evaluate.out_dir) / "answers" / set_name / f"{name}.json"
+    return Path(ev.out_dir) / "answers" / set_name / f"{name}.json"
 
 
 def answer(
@@ -46,7 +46,7 @@ def answer(
     """System `name`'s answers to the set's prompts: from the cache when its key matches,
     else made now (systems.SYSTEMS) and written at once."""
     k = key(ctx.params, name, prompts)
-    file = path(ctx.params, set_name, name)
+    file = path(ctx.params.evaluate, set_name, name)
     if file.exists() and io.read_json(file).get("key") == k:
         log(f"{set_name}/{name}: answers from an earlier run ({file})")
         return Answers(**io.read_json(file)["answers"])

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recast import io
-from recast.config import Params
+from recast.config import EvaluateParams, Params
 from recast.data.split import read_split
 from recast.errors import RecastError
 from recast.evaluation.agreement import Measurement, measure
 from recast.evaluation.judge import EnsembleJudge, PairwiseJudge, PointwiseJudge, RewardJudge
-from recast.evaluation.reward import RewardModel
+from recast.evaluation.reward import RewardModel, trained_dir
 from recast.generator import make_generator
 from recast.records import EvalPrompt, PreferencePair
 
@@ -23,18 +23,10 @@ JUDGE_MODES = ("pointwise", "pairwise", "reward", "ensemble")
 _SCORE_INPUTS = ("backend", "model", "dtype", "max_length", "score_mode", "chat_template")
 
 
-def reward_dir(params: Params) -> Path:
-    """The trained reward model r_ω; a clear error if the `reward` stage has not run."""
-    path = Path(params.reward.out_dir) / "model"
-    if not (path / "head.pt").exists():
-        raise RecastError(f"no reward model at {path}: run `recast reward` first")
-    return path
-
-
-def scores_path(params: Params) -> Path:
+def scores_path(ev: EvaluateParams) -> Path:
     """<evaluate.out_dir>/judge_scores.json: the pointwise judge's log-odds, kept beside the
     answers they judge (PointwiseJudge's `store`)."""
-    return Path(params.evaluate.out_dir) / "judge_scores.json"
+    return Path(ev.out_dir) / "judge_scores.json"
 
 
 @contextlib.contextmanager
@@ -54,7 +46,7 @@ def judge_from(
             f"evaluate.judge_mode {ev.judge_mode!r} is not one of {', '.join(JUDGE_MODES)}"
         )
     if ev.judge_mode in ("reward", "ensemble") and reward is None:
-        reward = RewardModel.load(reward_dir(params))
+        reward = RewardModel.load(trained_dir(params.reward))
     if ev.judge_mode == "reward":
         yield RewardJudge(reward, ev.judge_tie_margin)
         return

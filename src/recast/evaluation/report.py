@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import Params
+from recast.config import EvaluateParams, Params
 
 NAMES = {
     "org": "ORG",
@@ -69,9 +69,11 @@ def judge_line(result: dict[str, Any]) -> str:
     return f"Judge {judge} against labelled pairs — " + "; ".join(parts) + "."
 
 
-def tables(params: Params, result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(
+    ev: EvaluateParams, result: dict[str, Any]
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for each table of the report."""
-    sets = [*params.evaluate.sets, "all"]
+    sets = [*ev.sets, "all"]
     pairs = list(dict.fromkeys((c["system"], c["versus"]) for c in result["cells"]))
     by = {(c["system"], c["versus"], c["set"]): c for c in result["cells"]}
     name = NAMES.get
@@ -173,14 +175,14 @@ def _html(title: str, header: list[str], rows: list[list[str]]) -> str:
     return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
 
 
-def _plots(params: Params, result: dict[str, Any], out: Path) -> list[str]:
+def _plots(ev: EvaluateParams, result: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     files = []
-    cells = [c for c in result["cells"] if c["set"] in params.evaluate.sets or c["set"] == "all"]
+    cells = [c for c in result["cells"] if c["set"] in ev.sets or c["set"] == "all"]
     name = NAMES.get
     labels = [f"{name(c['system'], c['system'])} vs {name(c['versus'], c['versus'])} · {c['set']}"
               for c in cells]  # fmt: skip
@@ -221,7 +223,7 @@ def write_report(
 ) -> dict[str, Any]:
     """out/report.md and report.html (with the plots) from the evaluation's `result` and the
     reward model's metrics (None: not trained); returns the paths written."""
-    parts = tables(params, result)
+    parts = tables(params.evaluate, result)
     sizes = ", ".join(f"{k}: {v}" for k, v in result["prompts"].items())
     intro = [
         "# recast evaluation",
@@ -239,7 +241,7 @@ def write_report(
             f"MLflow run `{result['mlflow_run_id']}`: `recast trace {result['mlflow_run_id']}` "
             "leads from these cells to the training run and its inputs."
         )
-    plots = _plots(params, result, out)
+    plots = _plots(params.evaluate, result, out)
     md = "\n".join(intro) + "\n\n" + "\n".join(_markdown(*t) for t in parts)
     md += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
     body = "".join(f"<p>{html.escape(line)}</p>" for line in intro[1:] if line)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recast.config import RewardParams
+from recast.errors import RecastError
 from recast.records import PreferencePair
 
 
@@ -131,6 +133,15 @@ class RewardModel(nn.Module):
         with torch.no_grad():  # kept for the record: scores never include it
             model.beta.fill_(state.get("beta", 0.0))
         return model
+
+
+def trained_dir(rp: RewardParams) -> Path:
+    """Where the `reward` stage saved r_ω (<reward.out_dir>/model); a clear error if it has not
+    run."""
+    path = Path(rp.out_dir) / "model"
+    if not (path / "head.pt").exists():
+        raise RecastError(f"no reward model at {path}: run `recast reward` first")
+    return path
 
 
 def _batches(pairs: list[PreferencePair], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -19,7 +19,7 @@ from recast.errors import RecastError
 from recast.evaluation import answers, judging, results
 from recast.evaluation.judging import JudgeType, judge_from, judge_name
 from recast.evaluation.results import SetResult
-from recast.evaluation.reward import RewardModel
+from recast.evaluation.reward import RewardModel, trained_dir
 from recast.evaluation.systems import Context
 from recast.generator import make_generator
 from recast.generator.base import Generator
@@ -56,7 +56,7 @@ def check_inputs(params: Params) -> Path:
     """Fail before any answer is made if the evaluation cannot finish; r_ω's folder."""
     if "ours" not in params.evaluate.systems:
         raise RecastError("evaluate.systems must include 'ours': every cell is ours vs a system")
-    return judging.reward_dir(params)
+    return trained_dir(params.reward)
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ def loaded(params: Params) -> Iterator[Loaded]:
 
     generator = make_generator(params.generator)
     try:
-        with judge_from(params, reward, judging.scores_path(params)) as judge:
+        with judge_from(params, reward, judging.scores_path(params.evaluate)) as judge:
             yield Loaded(reward, count, generator, judge)
     finally:
         generator.close()
@@ -137,7 +137,7 @@ def evaluate(params: Params, log: Log = _quiet, map_sets: MapSets | None = None)
         log(f"answering and judging {len(ev.sets)} sets on {params.orchestration.runner}")
         per_set = map_sets(params, list(ev.sets))
         log(f"judge: {judge_name(params)} against labelled pairs")
-        with judge_from(params, store=judging.scores_path(params)) as judge:
+        with judge_from(params, store=judging.scores_path(params.evaluate)) as judge:
             trust = judging.agreement(judge, labelled)
     table, judgments = results.cells(per_set, ev)
     judge = {"model": ev.judge_model, "mode": ev.judge_mode, "name": judge_name(params)}

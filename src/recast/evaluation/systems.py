@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recast import io, layout
-from recast.config import Params
+from recast.config import Params, RefinerParams
 from recast.errors import RecastError
 from recast.evaluation.bon import best_of_n
 from recast.evaluation.bpo import optimize
@@ -233,18 +233,18 @@ def _trained_key(section: str) -> KeyParts:
     return parts
 
 
-def _check_verdicts(params: Params, xs: list[str], x_primes: list[str]) -> list[str]:
+def _check_verdicts(rp: RefinerParams, xs: list[str], x_primes: list[str]) -> list[str]:
     """The rewrite check on a baseline's x' (BPO, Align-Pro), which no guard protects."""
     from recast.refiner.check import check_many, encoder
 
-    spec = params.refiner.check_encoder
+    spec = rp.check_encoder
     return [c.verdict for c in check_many(xs, x_primes, encoder=encoder(spec) if spec else None)]
 
 
 def _bpo(params: Params, name: str, questions: list[str]) -> Rewritten:
     """BPO's optimized query, unguarded (as published)."""
     sent = optimize(params.bpo, params.generator, questions)
-    return Rewritten(sent, _check_verdicts(params, questions, sent), None)
+    return Rewritten(sent, _check_verdicts(params.refiner, questions, sent), None)
 
 
 def _alignpro(params: Params, name: str, questions: list[str]) -> Rewritten:
@@ -253,7 +253,7 @@ def _alignpro(params: Params, name: str, questions: list[str]) -> Rewritten:
     if not (path / "config.json").exists():
         raise RecastError(f"no Align-Pro prompter at {path}: run `recast prompter` first")
     sent = rewrite(params.prompter, params.generator, str(path), questions)
-    return Rewritten(sent, _check_verdicts(params, questions, sent), None)
+    return Rewritten(sent, _check_verdicts(params.refiner, questions, sent), None)
 
 
 _rewriter("bpo", _trained_key("bpo"), _bpo)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import Params
+from recast.config import BpoParams, Params
 from recast.data.fewshot import EXAMPLES
 from recast.records import PreferencePair
 from recast.refiner import query
@@ -124,9 +124,8 @@ class Rewrite:
     raw: str
 
 
-def key(params: Params, pairs: list[PreferencePair]) -> str:
+def key(bp: BpoParams, pairs: list[PreferencePair]) -> str:
     """What the stored rewrites depend on: the teacher, its prompt and the queries."""
-    bp = params.bpo
     parts = {
         "teacher": bp.teacher,
         "max_new_tokens": bp.max_new_tokens,
@@ -146,11 +145,11 @@ def rewrite_file(params: Params, pairs: list[PreferencePair]) -> dict[str, Any]:
     else the teacher run now (greedy); {key, teacher, teacher_seconds, rows}. Only the
     `rewrites` stage writes it (recast.stages.refiner)."""
     path = Path(params.bpo.rewrites)
-    if path.exists() and (stored := io.read_json(path)).get("key") == key(params, pairs):
+    if path.exists() and (stored := io.read_json(path)).get("key") == key(params.bpo, pairs):
         return stored
     rows, seconds = _written(params, pairs)
     return {
-        "key": key(params, pairs),
+        "key": key(params.bpo, pairs),
         "teacher": params.bpo.teacher,
         "teacher_seconds": round(seconds, 1),
         "rows": rows,
@@ -189,13 +188,13 @@ def _written(params: Params, pairs: list[PreferencePair]) -> tuple[list[dict[str
     return rows, seconds
 
 
-def read_rewrites(params: Params, pairs: list[PreferencePair]) -> list[Rewrite] | None:
+def read_rewrites(bp: BpoParams, pairs: list[PreferencePair]) -> list[Rewrite] | None:
     """The stored rewrites of these pairs by this teacher, or None (missing or stale file)."""
-    path = Path(params.bpo.rewrites)
+    path = Path(bp.rewrites)
     if not path.exists():
         return None
     data = io.read_json(path)
-    if data.get("key") != key(params, pairs):
+    if data.get("key") != key(bp, pairs):
         return None
     return [Rewrite(**row) for row in data["rows"]]
 
@@ -204,7 +203,7 @@ def rewrites(params: Params, pairs: list[PreferencePair]) -> list[Rewrite]:
     """The teacher's rewrites of `pairs`: from bpo.rewrites when it holds exactly these (the
     `rewrites` stage wrote it), else written now and not stored (the file is that stage's
     output, which no other stage may overwrite)."""
-    found = read_rewrites(params, pairs)
+    found = read_rewrites(params.bpo, pairs)
     if found is not None:
         return found
     return [Rewrite(**row) for row in _written(params, pairs)[0]]

@@ -17,16 +17,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from recast.config import Params
+from recast.config import Params, RefinerParams
 from recast.errors import RecastError
 from recast.records import PreferencePair
 from recast.refiner.model import Refiner
 from recast.refiner.teacher import Rewrite, keep, rewrites
 
 
-def start_spec(params: Params) -> str:
+def start_spec(rp: RefinerParams) -> str:
     """The refiner Algorithm 1 starts from: ρ_sft with refiner.warm_start, else refiner.model."""
-    rp = params.refiner
     if not rp.warm_start:
         return rp.model
     path = Path(rp.warm_start_dir) / "refiner"
@@ -38,18 +37,12 @@ def start_spec(params: Params) -> str:
     return str(path)
 
 
-def warm_start(refiner: Refiner, rows: list[Rewrite], params: Params) -> list[Any]:
+def warm_start(refiner: Refiner, rows: list[Rewrite], rp: RefinerParams) -> list[Any]:
     """Fine-tune `refiner` in place on (x -> x') for each row (l_sft above; refiner.
     warm_start_epochs, warm_start_lr, batch_size); returns the step statistics."""
     from recast.training import finetune
 
-    rp = params.refiner
-    sft = dataclasses.replace(
-        params,
-        refiner=dataclasses.replace(
-            rp, omega=0.0, epochs=rp.warm_start_epochs, lr=rp.warm_start_lr
-        ),
-    )
+    sft = dataclasses.replace(rp, omega=0.0, epochs=rp.warm_start_epochs, lr=rp.warm_start_lr)
     # finetune reads only x from each pair when ω = 0 (y+ and y- feed q_im's prompt alone)
     pairs = [PreferencePair("teacher", r.x, "", "") for r in rows]
     return finetune(refiner, refiner, pairs, [r.x_prime for r in rows], sft)
@@ -81,4 +74,4 @@ def train_sft(params: Params, pairs: list[PreferencePair]) -> tuple[Refiner, lis
             f"no teacher rewrite of {len(pairs)} queries passed the check and fits in "
             f"{rp.max_refined_tokens} tokens: nothing to warm-start on"
         )
-    return refiner, warm_start(refiner, rows, params), kept, len(rows)
+    return refiner, warm_start(refiner, rows, rp), kept, len(rows)

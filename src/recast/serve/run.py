@@ -32,7 +32,7 @@ def make_champion(p: Params) -> Champion:
 
     spec = refiner_spec(p)
     if spec.startswith("models:/"):
-        use(p)  # a registry URI is looked up in this tracking server's registry
+        use(p.tracking)  # a registry URI is looked up in this tracking server's registry
 
     def load(label: str) -> Any:
         return Refiner.from_params(label, p.refiner)

@@ -42,7 +42,7 @@ def rewrites(params: Params) -> dict[str, Any]:
     pairs = _train_pairs(params)
     if not pairs:
         raise RecastError("the train split is empty: nothing for the teacher to rewrite")
-    reused = teacher.read_rewrites(params, pairs) is not None
+    reused = teacher.read_rewrites(params.bpo, pairs) is not None
     content = teacher.rewrite_file(params, pairs)
     if not reused:
         io.write_json(params.bpo.rewrites, content)
@@ -99,7 +99,7 @@ def search(
     workers (recast.distributed)."""
     report = report or Reporter()
     es, dev = load_split(params, "es"), load_split(params, "dev")
-    start = sft.start_spec(params)  # ρ_sft with refiner.warm_start, else refiner.model
+    start = sft.start_spec(params.refiner)  # ρ_sft with refiner.warm_start, else refiner.model
     report.message(f"loading refiner {start} and generator {params.generator.model}")
     refiner = Refiner.from_params(start, params.refiner)
     generator = make_generator(params.generator)
@@ -168,7 +168,7 @@ def train(
     registry's challenger (an ablation is a comparison, not a candidate)."""
     report = report or Reporter()
     splits = {name: load_split(params, name) for name in ("train", "es", "dev")}
-    start = sft.start_spec(params)  # ρ_sft with refiner.warm_start, else refiner.model
+    start = sft.start_spec(params.refiner)  # ρ_sft with refiner.warm_start, else refiner.model
     report.message(f"loading refiner {start} and generator {params.generator.model}")
     refiner = Refiner.from_params(start, params.refiner)
     generator = make_generator(params.generator)
