@@ -86,10 +86,12 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
     for share in tune["share_of_weights_changed"].values():
         assert 0 < share < 0.5
     serve = parts["serve micro-batching (refiner tiny)"]["figures"]["serve"]
-    assert serve["queries"] == 4 and serve["single_queries_per_s"] > 0
-    assert serve["speedup"] == pytest.approx(
-        serve["batched_queries_per_s"] / serve["single_queries_per_s"]
-    )
+    assert serve["queries"] == 4
+    for state in ("cold", "warm"):
+        assert serve[f"single_{state}_queries_per_s"] > 0
+        assert serve[f"speedup_{state}"] == pytest.approx(
+            serve[f"batched_{state}_queries_per_s"] / serve[f"single_{state}_queries_per_s"]
+        )
 
 
 def test_a_failing_part_is_reported_the_rest_still_runs_and_the_exit_is_nonzero(
