@@ -140,13 +140,20 @@ def key(bp: BpoParams, pairs: list[PreferencePair]) -> str:
     return io.digest(parts)
 
 
+def stored(bp: BpoParams, pairs: list[PreferencePair]) -> dict[str, Any] | None:
+    """The content of bpo.rewrites when it holds exactly these pairs by this teacher, else None
+    (missing or stale file)."""
+    path = Path(bp.rewrites)
+    if not path.exists():
+        return None
+    data = io.read_json(path)
+    return data if data.get("key") == key(bp, pairs) else None
+
+
 def rewrite_file(params: Params, pairs: list[PreferencePair]) -> dict[str, Any]:
-    """The content of bpo.rewrites for `pairs`: as stored when the file holds exactly these,
-    else the teacher run now (greedy); {key, teacher, teacher_seconds, rows}. Only the
-    `rewrites` stage writes it (recast.stages.refiner)."""
-    path = Path(params.bpo.rewrites)
-    if path.exists() and (stored := io.read_json(path)).get("key") == key(params.bpo, pairs):
-        return stored
+    """The content of bpo.rewrites for `pairs`, the teacher run now (greedy): {key, teacher,
+    teacher_seconds, rows}. Only the `rewrites` stage writes it (recast.stages.refiner), and
+    only when `stored` finds nothing."""
     rows, seconds = _written(params, pairs)
     return {
         "key": key(params.bpo, pairs),
@@ -190,13 +197,8 @@ def _written(params: Params, pairs: list[PreferencePair]) -> tuple[list[dict[str
 
 def read_rewrites(bp: BpoParams, pairs: list[PreferencePair]) -> list[Rewrite] | None:
     """The stored rewrites of these pairs by this teacher, or None (missing or stale file)."""
-    path = Path(bp.rewrites)
-    if not path.exists():
-        return None
-    data = io.read_json(path)
-    if data.get("key") != key(bp, pairs):
-        return None
-    return [Rewrite(**row) for row in data["rows"]]
+    found = stored(bp, pairs)
+    return None if found is None else [Rewrite(**row) for row in found["rows"]]
 
 
 def rewrites(params: Params, pairs: list[PreferencePair]) -> list[Rewrite]:

@@ -42,8 +42,9 @@ def rewrites(params: Params) -> dict[str, Any]:
     pairs = _train_pairs(params)
     if not pairs:
         raise RecastError("the train split is empty: nothing for the teacher to rewrite")
-    reused = teacher.read_rewrites(params.bpo, pairs) is not None
-    content = teacher.rewrite_file(params, pairs)
+    found = teacher.stored(params.bpo, pairs)  # read once: reused as it is, or written anew
+    reused = found is not None
+    content = found if found is not None else teacher.rewrite_file(params, pairs)
     if not reused:
         io.write_json(params.bpo.rewrites, content)
     rows = [teacher.Rewrite(**row) for row in content["rows"]]
