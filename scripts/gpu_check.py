@@ -646,7 +646,11 @@ def run_serve_part(refiner: Any, texts: Texts, sizes: Sizes, device: str, record
         sizes.refined_tokens, guard=False, check_encoder=None, batch_size=n
     )
 
+    batches: list[int] = []  # the sizes the batcher actually handed over: a rate alone
+    # cannot show whether "batched" ran as batches
+
     def refine_batch(xs: list[str]) -> Any:
+        batches.append(len(xs))
         out = refine_with(refiner, xs)
         sync(device)
         return out
@@ -654,8 +658,10 @@ def run_serve_part(refiner: Any, texts: Texts, sizes: Sizes, device: str, record
     figures: dict[str, Any] = {"queries": n, "max_new_tokens": sizes.refined_tokens}
     for name, max_batch in (("single", 1), ("batched", n)):
         for state in ("cold", "warm"):
+            batches.clear()
             rate = asyncio.run(throughput(refine_batch, queries, max_batch))
             figures[f"{name}_{state}_queries_per_s"] = rate
+            figures[f"{name}_{state}_batches"] = list(batches)
     for state in ("cold", "warm"):
         figures[f"speedup_{state}"] = (
             figures[f"batched_{state}_queries_per_s"] / figures[f"single_{state}_queries_per_s"]

@@ -89,9 +89,12 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
     assert serve["queries"] == 4
     for state in ("cold", "warm"):
         assert serve[f"single_{state}_queries_per_s"] > 0
-        assert serve[f"speedup_{state}"] == pytest.approx(
-            serve[f"batched_{state}_queries_per_s"] / serve[f"single_{state}_queries_per_s"]
-        )
+        assert serve[f"batched_{state}_queries_per_s"] > 0
+        # what each mode ran as: one query a call, against batches (4 submitted together; a
+        # stall past the 10 ms window on a loaded machine may split them, never into ones)
+        assert serve[f"single_{state}_batches"] == [1, 1, 1, 1]
+        assert sum(serve[f"batched_{state}_batches"]) == 4
+        assert max(serve[f"batched_{state}_batches"]) > 1
 
 
 def test_a_failing_part_is_reported_the_rest_still_runs_and_the_exit_is_nonzero(
