@@ -170,12 +170,29 @@ def test_train_prompter_runs_grpo_and_measures_the_gaps(prompter_params, in_tmp:
     assert saved["J_prompter"] == result["J_prompter"]
 
 
-def test_sweep_writes_reward_against_kl_and_the_report(prompter_params, in_tmp: Path) -> None:
+def test_sweep_writes_reward_against_kl_and_the_report(
+    prompter_params, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recast.alignpro as alignpro
     from recast.stages.prompter import report, sweep
 
-    train_prompter(prompter_params)
+    main = train_prompter(prompter_params)
+    # seconds and the MLflow id are facts of the run: in runs/log/, not in result.json (DVC's)
+    saved = json.loads((in_tmp / "runs/prompter/result.json").read_text())
+    assert "seconds" not in saved and "mlflow_run_id" not in saved
+    assert json.loads((in_tmp / "runs/log/prompter.json").read_text())["seconds"] > 0
+    measured = []
+    real_returns = alignpro.returns
+    monkeypatch.setattr(alignpro, "returns", lambda *a: measured.append(a[3]) or real_returns(*a))
     rows = sweep(prompter_params)["rows"]
     assert [r["lambda"] for r in rows] == [0.0, 0.1]
+    # J(π_F) and J(ρ_sft) are measured for the first λ only (3 measurements, then 1)...
+    assert len(measured) == 3 + 1
+    # ...and they are the numbers the prompter stage measured on its own, in another call
+    for lam in ("0", "0.1"):
+        swept = json.loads((in_tmp / f"runs/prompter-sweep/lambda-{lam}/result.json").read_text())
+        assert swept["returns"]["frozen"] == main["returns"]["frozen"]
+        assert swept["returns"]["sft"] == main["returns"]["sft"]
     assert all(
         (in_tmp / "runs/prompter-sweep" / f"lambda-{lam:g}/model").is_dir() for lam in (0, 0.1)
     )

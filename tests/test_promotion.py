@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from recast import io
 from recast.cli import app
+from recast.errors import RecastError
 from recast.config import Params, load_params
 from recast.promotion import decide
 from recast.records import pairs_table
@@ -76,15 +77,27 @@ def test_champion_moves_only_when_the_challenger_wins(registry: Params, tiny_lm:
     register(registry, tiny_lm)
     won = promote(registry, scripted)
     assert won["promoted"] and won["champion_before"] == "1" and won["champion"] == "3"
-    assert io.read_json(Path("metrics") / "promote.json") == won
+    # DVC's metrics file holds what follows from the challenger; the decision, which depends
+    # on what the registry held, is in the run log
+    metrics = io.read_json(Path("metrics") / "promote.json")
+    assert metrics == {
+        "model": "recast-refiner", "gate_metric": "dev_fitness", "gate_split": "dev",
+        "challenger_score": 2.5,
+    }  # fmt: skip
+    assert {**metrics, **io.read_json(Path("runs/log/promote.json"))} == won
 
     again = promote(registry, scripted)  # nothing new to compare
     assert not again["promoted"] and again["champion"] == "3"
+    assert io.read_json(Path("metrics") / "promote.json") == metrics  # the same bytes again
 
     lineage = trace(registry.tracking, "models:/recast-refiner@champion")
     assert lineage["model_version"]["version"] == "3"
     assert set(lineage["model_version"]["aliases"]) == {"champion", "challenger"}
     assert lineage["run"]["name"] == "train" and lineage["params_hash"] is None
+    # by name: the latest run of that name (what reports/eval/report.md points at)
+    assert trace(registry.tracking, "train")["run"]["id"] == lineage["run"]["id"]
+    with pytest.raises(RecastError, match="no run id, registry version or run named 'evaluate'"):
+        trace(registry.tracking, "evaluate")
 
 
 def test_real_gate_scores_both_refiners_and_refine_loads_the_champion(

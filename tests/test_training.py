@@ -151,7 +151,7 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
         pairs[6:],
         inputs={"train": split},
     )
-    summary = register_challenger(p, trained)  # what the `train` stage does with it
+    registered = register_challenger(p, trained)  # what the `train` stage does with it
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("recast")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
@@ -159,7 +159,8 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
     assert set(runs) == {parent_name, "round-1", "round-2", "search round-1", "search round-2"}
     parent = runs[parent_name]
     assert parent.data.tags["system"] == "ours"
-    assert parent.info.run_id == summary["mlflow_run_id"]
+    assert parent.info.run_id == trained.run_id
+    assert "mlflow_run_id" not in trained.summary  # a fact of this run: kept out of DVC's outputs
     assert parent.data.tags["dvc_md5.train"] == dvc_md5(split)
     # the split as an MLflow dataset input too: the runs table's Dataset column
     assert [(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs] == [
@@ -184,7 +185,7 @@ def test_mlflow_records_rounds_searches_and_xi_star(tiny_lm: str, tmp_path: Path
         assert [m.name for m in models] == ["refiner"]  # the round's checkpoint, as a model
     # the last round's refiner is the registry's challenger, traceable to its training run
     version = client.get_model_version_by_alias("recast-refiner", "challenger")
-    assert str(version.version) == summary["registered_version"] == "1"
+    assert str(version.version) == registered["registered_version"] == "1"
     assert version.tags["train_run_id"] == parent.info.run_id
     assert version.run_id == runs["round-2"].info.run_id
 

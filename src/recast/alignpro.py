@@ -193,10 +193,15 @@ def train(
     lam: float,
     out: Path,
     oracle: bool = True,
+    known: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
     """Train ρ by GRPO at λ (Eq. 9) into out/model, then measure on the dev queries: J(π_F)
     (no prompter), J(ρ_sft) (the prompter before RL), J(ρ), KL(ρ ‖ ρ_sft), and with `oracle`
-    the generator trained on the same reward (out/oracle), for Δ1 and Δ2 of Eq. 7."""
+    the generator trained on the same reward (out/oracle), for Δ1 and Δ2 of Eq. 7.
+
+    `known`: the per-query returns "frozen" and "sft" of an earlier call on the same queries
+    (the result's "returns"); they do not depend on λ and the sampling is seeded, so a λ sweep
+    measures them once."""
     pp = params.prompter
     reward = RewardModel.load(trained_dir(params.reward))
     train, dev = train_queries, dev_queries
@@ -208,8 +213,11 @@ def train(
         fn = GeneratorReward(generator, reward, answer, guard)
         log = grpo(pp.model, train, lambda q: PROMPTER.format(query=q), fn, pp, lam, pp.steps, out)
         seconds = time.perf_counter() - t0
-        j_frozen = returns(pp, reward, dev, dev, generator)
-        j_sft = returns(pp, reward, dev, _rewrite(params, pp.model, dev), generator)
+        if known is None:
+            j_frozen = returns(pp, reward, dev, dev, generator)
+            j_sft = returns(pp, reward, dev, _rewrite(params, pp.model, dev), generator)
+        else:
+            j_frozen, j_sft = known["frozen"], known["sft"]
         j_rho = returns(pp, reward, dev, _rewrite(params, str(out / "model"), dev), generator)
     finally:
         generator.close()
@@ -234,6 +242,7 @@ def train(
         "gain_over_sft": gap(j_rho, j_sft, 2000, pp.seed),
         "delta_2": gap(j_frozen, j_rho, 2000, pp.seed),
         "dev_queries": len(dev),
+        "returns": {"frozen": list(j_frozen), "sft": list(j_sft), "prompter": list(j_rho)},
     }
     if oracle:
         oracle_dir = out / "oracle"

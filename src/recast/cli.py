@@ -390,6 +390,7 @@ def train(
         summary = stages.train(p, reporter, resume=resume)
     for row in summary["rounds"]:
         _print_metrics(f"round {row['round']}", {k: v for k, v in row.items() if k != "round"})
+    _print_metrics("this run (runs/log/train.json)", summary["run"])
     console.print(f"checkpoints, ξ*, pseudo-labels, curves: {p.refiner.out_dir}/", highlight=False)
 
 
@@ -594,6 +595,7 @@ def ablate(
         _print_metrics(
             f"{variant} round {row['round']}", {k: v for k, v in row.items() if k != "round"}
         )
+    _print_metrics(f"this run (runs/log/train-{variant}.json)", summary["run"])
 
 
 @app.command("refine")

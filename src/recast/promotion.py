@@ -119,16 +119,15 @@ def promote(
             f"run `recast {'train' if kind == 'refiner' else 'prompter'}` with tracking enabled"
         )
     champion = version_of("champion")
+    # the challenger is always scored: its score follows from the model alone, whatever the
+    # registry holds, so the `promote` stage's metrics file does too
+    challenger_score = score(params, f"models:/{name}/{challenger}")
     if champion == challenger:
-        decision = Decision(False, "the challenger is already the champion")
+        decision = Decision(False, "the challenger is already the champion", challenger_score)
     else:
-        challenger_score = score(params, f"models:/{name}/{challenger}")
         champion_score = score(params, f"models:/{name}/{champion}") if champion else None
         decision = decide(challenger_score, champion_score, rp.margin, LOWER_IS_BETTER[metric])
-    if decision.challenger_score is not None:
-        client.set_model_version_tag(
-            name, challenger, f"gate.{metric}", str(decision.challenger_score)
-        )
+    client.set_model_version_tag(name, challenger, f"gate.{metric}", str(challenger_score))
     if decision.promote:
         client.set_registered_model_alias(name, "champion", challenger)
     result = {

@@ -39,6 +39,10 @@ from recast.refiner.prompts import p_x
 from recast.refiner.refine import Guard
 
 STATE = "state.pkl"
+"""The checkpoint of a search still running: deleted once the search has finished, when
+result.json holds everything a reader needs (pycma pickles its own timers, so the checkpoint's
+bytes would differ on every run and DVC would see a new output for the same inputs)."""
+RESULT = "result.json"
 
 
 class SearchError(RecastError):
@@ -201,6 +205,8 @@ class SearchResult:
     history: list[dict[str, float]] = field(default_factory=list)
     evaluations: int = 0
     seconds: float = 0.0
+    """Wall time of this call (a resumed search counts from the resume). Clock readings stay
+    out of result.json and the checkpoint, so the same inputs write the same bytes."""
     checks: dict[str, int] = field(default_factory=dict)
     """The rewrite check's verdicts on every candidate x' scored here (check_<verdict>,
     check_total); empty without a guard, zeros where a fan-out scored the candidates."""
@@ -242,6 +248,8 @@ def run_search(
     fitness = Fitness(refiner, generator, es_pairs, space, params, max_refined_tokens, guard)
     score = evaluator(space) if evaluator else fitness
     state = _load_state(out / STATE, config) if resume else None
+    if state is None and resume and (finished := _load_result(out / RESULT, config)):
+        return finished, space  # a finished search is only read (train's round 1)
     if state is None:
         np.random.seed(params.seed)
         # pycma samples from numpy's global RNG and reads seed 0 as "seed from the clock":
@@ -259,7 +267,6 @@ def run_search(
             "config": config,
             "es": es,
             "history": [],
-            "seconds": 0.0,
             "evaluations": 0,
             "fitness_at_zero": score([np.zeros(2 * params.d_z)])[0],
         }
@@ -272,28 +279,27 @@ def run_search(
         fitness.cache = state["cache"]
         if guard is not None:
             guard.counts.update(state.get("checks", {}))
-    finished_history = list(state["history"]) if es.stop() else None
-    start = time.perf_counter() - state["seconds"]
+    start = time.perf_counter()
     while not es.stop():
         t0 = time.perf_counter()
         xis = es.ask()
         values = score(xis)
         es.tell(xis, values)
+        # the speed is for progress lines only: a fact of this run, not of the inputs
+        samples_per_s = len(xis) * len(es_pairs) / (time.perf_counter() - t0)
         row = {
             "iteration": es.countiter,
             "best": float(min(values)),
             "mean": float(np.mean(values)),
             "sigma": float(es.sigma),
             "best_so_far": float(es.result.fbest),
-            "samples_per_s": len(xis) * len(es_pairs) / (time.perf_counter() - t0),
         }
         state["history"].append(row)
-        state["seconds"] = time.perf_counter() - start
         state["evaluations"] += len(xis) * len(es_pairs)
         if guard is not None:
             state["checks"] = dict(guard.counts)
         _save_state(out / STATE, state, fitness.cache)
-        on_iteration(row)
+        on_iteration({**row, "samples_per_s": samples_per_s})
     result = SearchResult(
         xi_star=[float(v) for v in es.result.xbest],
         best_fitness=float(es.result.fbest),
@@ -302,12 +308,12 @@ def run_search(
         stop={k: _plain(v) for k, v in es.stop().items()},
         history=state["history"],
         evaluations=state["evaluations"],
-        seconds=state["seconds"],
+        seconds=time.perf_counter() - start,
         checks=guard.flagged() if guard is not None else {},
     )
-    if not (out / "result.json").exists() or state["history"] != finished_history:
-        # a finished search that is only read (train's round 1) leaves its folder untouched
-        io.write_json(out / "result.json", asdict(result))
+    written = {k: v for k, v in asdict(result).items() if k != "seconds"}  # a clock reading
+    io.write_json(out / RESULT, {"config": config, **written})
+    (out / STATE).unlink(missing_ok=True)  # after result.json: a kill in between loses nothing
     return result, space
 
 
@@ -352,6 +358,20 @@ def _save_state(path: Path, state: dict[str, Any], cache: dict[tuple[str, int], 
     state = {**state, "rng": np.random.get_state(), "cache": cache}
     with io.atomic_path(path) as tmp:
         tmp.write_bytes(pickle.dumps(state))
+
+
+def _load_result(path: Path, config: str) -> SearchResult | None:
+    """The finished search in result.json, if there is one; refused if another configuration
+    wrote it."""
+    if not path.exists():
+        return None
+    found = io.read_json(path)
+    if found.pop("config", None) != config:
+        raise SearchError(
+            f"{path} holds a search of a different configuration (refiner, D_es, cmaes params or "
+            "generator changed), or one from an older recast: delete its folder to search anew"
+        )
+    return SearchResult(**found)
 
 
 def _load_state(path: Path, config: str) -> dict[str, Any] | None:

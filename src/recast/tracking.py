@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,11 +246,33 @@ class Tracker:
         return str(version.version)
 
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+"""MLflow's run ids: 32 hex digits."""
+
+
+def _latest_named(client: Any, experiment: str, name: str) -> str:
+    """The id of the latest run called `name` in `experiment`."""
+    from recast.errors import RecastError
+
+    found = client.get_experiment_by_name(experiment)
+    runs = found and client.search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.run_name = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise RecastError(
+            f"no run id, registry version or run named {name!r} in experiment {experiment!r}"
+        )
+    return runs[0].info.run_id
+
+
 def trace(tp: TrackingParams, target: str) -> dict[str, Any]:
-    """Where a result came from: a run id, or a registry version (`models:/NAME@ALIAS`,
-    `models:/NAME/VERSION`) -> its run, the parents up to the training run, its lineage tags
-    (git commit, params hash, DVC md5 of each input, checked against the file as it is now),
-    metrics, artifacts and child runs."""
+    """Where a result came from: a run id, a run name (its latest run, e.g. `evaluate`), or a
+    registry version (`models:/NAME@ALIAS`, `models:/NAME/VERSION`) -> its run, the parents up
+    to the training run, its lineage tags (git commit, params hash, DVC md5 of each input,
+    checked against the file as it is now), metrics, artifacts and child runs."""
     from mlflow.exceptions import MlflowException
 
     from recast.errors import RecastError
@@ -271,6 +294,8 @@ def trace(tp: TrackingParams, target: str) -> dict[str, Any]:
                 "tags": dict(version.tags),
             }
             target = version.run_id
+        elif not RUN_ID.fullmatch(target):  # a name: the stages log under their own names
+            target = _latest_named(client, tp.experiment, target)
         run = client.get_run(target)
     except MlflowException as e:
         raise RecastError(f"cannot trace {target!r} at {tp.uri}: {e.message}") from e

@@ -18,7 +18,7 @@ import copy
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -239,11 +239,16 @@ def system_name(params: Params) -> str:
 
 @dataclass
 class Trained:
-    """What Algorithm 1 returns: the per-round summary, and the MLflow URI of the last round's
-    refiner (None without tracking), which the `train` stage registers as the challenger."""
+    """What Algorithm 1 returns: the per-round summary (what follows from the inputs), the MLflow
+    URI of the last round's refiner (None without tracking), which the `train` stage registers
+    as the challenger, and the facts of this run: its MLflow run id and each round's seconds."""
 
     summary: dict[str, Any]
     model_uri: str | None = None
+    run_id: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """round-<s> and round-<s>/search: wall time of the round and of its CMA-ES search (this
+    call's: a round done earlier is not in it)."""
 
 
 def train(
@@ -271,6 +276,7 @@ def train(
     pairs = train_pairs[: rp.train_size] if rp.train_size else train_pairs
     summary: dict[str, Any] = {"rounds": []}
     model_uri: str | None = None
+    seconds: dict[str, float] = {}
     loop = _Loop(params, generator, pairs, es_pairs, dev_pairs, report, resume, tracker, fan_out)
     # the system and seed in the name, so runs read apart in the MLflow UI's comparisons
     system = system_name(params)
@@ -289,7 +295,12 @@ def train(
                     refiner = Refiner.from_params(str(layout.refiner_dir(out, s)), rp)
                     report.message(f"round {s}: done earlier, loaded {layout.refiner_dir(out, s)}")
                 else:
-                    row = _round(s, refiner, loop)
+                    t0 = time.perf_counter()
+                    row, search_seconds = _round(s, refiner, loop)
+                    seconds[f"round-{s}"] = time.perf_counter() - t0
+                    if search_seconds is not None:
+                        seconds[f"round-{s}/search"] = search_seconds
+                    tracker.log_metrics({"seconds": seconds[f"round-{s}"]})
                 tracker.log_metrics({k: v for k, v in row.items() if k != "round"})
                 if params.tracking.log_checkpoints:
                     model_uri = tracker.log_refiner(
@@ -297,8 +308,7 @@ def train(
                     )
             summary["rounds"].append(row)
         summary["config"] = params_hash(params)
-        summary["mlflow_run_id"] = run_id
-    return Trained(summary, model_uri)
+    return Trained(summary, model_uri, run_id, seconds)
 
 
 @dataclass
@@ -318,14 +328,16 @@ class _Loop:
     fan_out: MapFn | None
 
 
-def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
-    """One round: search -> pseudo-labels -> fine-tune; fine-tunes `refiner` in place."""
+def _round(s: int, refiner: Refiner, loop: _Loop) -> tuple[dict[str, Any], float | None]:
+    """One round: search -> pseudo-labels -> fine-tune; fine-tunes `refiner` in place. Returns
+    the round's row (written to round.json: no clock readings, so the same inputs write the
+    same bytes) and the search's seconds (None without CMA-ES)."""
     params, generator, report, tracker = loop.params, loop.generator, loop.report, loop.tracker
     pairs, es_pairs, dev_pairs, resume = loop.pairs, loop.es_pairs, loop.dev_pairs, loop.resume
     fan_out = loop.fan_out
     rp, cp = params.refiner, params.cmaes
     round_dir = layout.round_dir(rp.out_dir, s)
-    t0 = time.perf_counter()
+    search_seconds: float | None = None
     q_im = copy.deepcopy(refiner)  # q_im: the frozen target network for this round
     row: dict[str, Any] = {"round": s}
     if cp.enabled:
@@ -346,6 +358,7 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
         )
         xi_star = np.asarray(result.xi_star)
         e_star = space.embeddings(xi_star)
+        search_seconds = result.seconds
         row.update(_search_row(result))
         row.update(
             dev_fitness_cached(
@@ -396,11 +409,10 @@ def _round(s: int, refiner: Refiner, loop: _Loop) -> dict[str, Any]:
             "empty_pseudo_labels": sum(not r.x_prime for r in labels),
             "x_star_trained_on": len(keep),
             **x_star_checks(labels),
-            "seconds": time.perf_counter() - t0,
         }
     )
     io.write_json(round_dir / "round.json", row)
-    return row
+    return row, search_seconds
 
 
 def track_search(
@@ -414,6 +426,7 @@ def track_search(
                 step=int(row["iteration"]),
             )
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "round"})
+        tracker.log_metrics({"seconds": result.seconds})
         tracker.log_artifact(xi_path, "xi_star")
 
 
@@ -432,6 +445,5 @@ def _search_row(result: SearchResult) -> dict[str, Any]:
         "best_fitness": result.best_fitness,
         "xi_star_norm": float(np.linalg.norm(result.xi_star)),
         "iterations": result.iterations,
-        "search_seconds": result.seconds,
         "evaluations": result.evaluations,
     }

@@ -236,10 +236,10 @@ def write_report(
             f"Reward model `{params.reward.encoder}`: held-out pairwise accuracy "
             f"{100 * reward['dev_accuracy']:.1f}% on {reward['dev_pairs']} dev pairs."
         )
-    if result.get("mlflow_run_id"):
+    if params.tracking.enabled:  # by name: a run id would make this file differ on every run
         intro.append(
-            f"MLflow run `{result['mlflow_run_id']}`: `recast trace {result['mlflow_run_id']}` "
-            "leads from these cells to the training run and its inputs."
+            "`recast trace evaluate` leads from these cells (the latest MLflow run `evaluate`) "
+            "to the training run and its inputs."
         )
     plots = _plots(params.evaluate, result, out)
     md = "\n".join(intro) + "\n\n" + "\n".join(_markdown(*t) for t in parts)

@@ -137,10 +137,16 @@ def result(
     table: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """results.json: prompts per set, the judge and its agreement with labels, the cells, each
-    system's figures and what the rewriting systems sent."""
+    system's figures and what the rewriting systems sent. The judge's seconds per pair are left
+    out: a clock reading in a DVC output would change its hash on every run (`recast judge
+    measure` reports them)."""
+    agreement = {
+        k: {f: v for f, v in dataclasses.asdict(m).items() if f != "seconds_per_pair"}
+        for k, m in trust.items()
+    }
     return {
         "prompts": {r.set: len(r.prompts) for r in per_set},
-        "judge": {**judge, "agreement": {k: dataclasses.asdict(v) for k, v in trust.items()}},
+        "judge": {**judge, "agreement": agreement},
         "cells": table,
         "systems": systems_summary(per_set, ev.systems),
         "rewrites": rewrites(per_set, ev.systems),

@@ -52,15 +52,14 @@ def reward(params: Params, log: Log = lambda _: None) -> dict[str, Any]:
         "dev_pairs": len(dev),
         "final_loss": float(np.mean(losses[-10:])),
         "steps": len(losses),
-        "seconds_per_100_steps": 100 * seconds / max(len(losses), 1),
-        "train_seconds": seconds,
         "length_coef": float(model.beta),
         "train_accuracy": pairwise_accuracy(model, train[:256]),
         "dev_accuracy": pairwise_accuracy(model, dev),
         "dev_prefers_longer": prefers_longer(model, dev),
     }
     io.write_json(out / "losses.json", losses)
-    return write_metrics("reward", metrics)
+    run = {"seconds_per_100_steps": 100 * seconds / max(len(losses), 1), "train_seconds": seconds}
+    return write_metrics("reward", metrics, run=run)
 
 
 def bpo(params: Params) -> dict[str, Any]:
@@ -91,13 +90,12 @@ def bpo(params: Params) -> dict[str, Any]:
         "guard": rp.guard,
         **kept.metrics(),
         "teacher": bp.teacher,
-        "teacher_seconds": teacher_seconds,
         "first_loss": logs[0]["loss"] if logs else None,
         "final_loss": logs[-1]["loss"] if logs else None,
-        "seconds": time.perf_counter() - t0,
     }
     io.write_json(out / "log.json", logs)
-    return write_metrics("bpo", metrics)
+    run = {"teacher_seconds": teacher_seconds, "seconds": time.perf_counter() - t0}
+    return write_metrics("bpo", metrics, run=run)
 
 
 def dpo(params: Params) -> dict[str, Any]:
@@ -117,7 +115,6 @@ def dpo(params: Params) -> dict[str, Any]:
         "final_loss": logs[-1]["loss"] if logs else None,
         "final_reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
         "final_reward_margin": logs[-1].get("rewards/margins") if logs else None,
-        "seconds": seconds,
     }
     io.write_json(out / "log.json", logs)
-    return write_metrics("dpo", metrics)
+    return write_metrics("dpo", metrics, run={"seconds": seconds})

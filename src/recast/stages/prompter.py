@@ -12,7 +12,13 @@ from typing import Any
 from recast import alignpro, io
 from recast.config import Params
 from recast.errors import RecastError
-from recast.stages.common import load_split, read_metrics, split_inputs, write_metrics
+from recast.stages.common import (
+    load_split,
+    read_metrics,
+    split_inputs,
+    write_metrics,
+    write_run_log,
+)
 from recast.tracking import Tracker
 
 REPORT_DIR = Path("reports") / "prompter"
@@ -25,11 +31,14 @@ def prompter(
     oracle: bool = True,
     register: bool = True,
     resume: bool = True,
+    known: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
     """Stage `prompter`: ρ trained at λ (default prompter.lam) into out_dir (default
     prompter.out_dir) and measured (recast.alignpro.train); reused as it is when result.json
     holds a run with the same inputs. With tracking on, an MLflow run holds the curve, every J
-    and Δ, and ρ as a model; with `register`, ρ becomes the registry's 'challenger' prompter."""
+    and Δ, and ρ as a model; with `register`, ρ becomes the registry's 'challenger' prompter.
+    The run's seconds and MLflow id go to runs/log/<stage>.json, not result.json (a DVC output).
+    `known`: J(π_F) and J(ρ_sft) per query from an earlier λ (alignpro.train)."""
     pp = params.prompter
     lam = pp.lam if lam is None else lam
     out = Path(out_dir or pp.out_dir)
@@ -40,20 +49,21 @@ def prompter(
             return done
     train = [p.prompt for p in load_split(params, "train")][: pp.train_size]
     dev = [p.prompt for p in load_split(params, "dev")][: pp.dev_size]
-    measured = alignpro.train(params, train, dev, lam, out, oracle)
+    measured = alignpro.train(params, train, dev, lam, out, oracle, known)
+    run = {"seconds": measured.pop("seconds")}
     result: dict[str, Any] = {}
     for name, value in measured.items():  # the key beside the dev figures, as it always was
         result[name] = value
         if name == "dev_queries":
             result["key"] = key
     io.write_json(out / "result.json", result)
-    result["mlflow_run_id"] = _track(params, result, lam, out, register)
-    io.write_json(out / "result.json", result)
-    return result
+    run["mlflow_run_id"] = _track(params, result, lam, out, register, run["seconds"])
+    write_run_log("prompter" if register else f"prompter_sweep-lambda-{lam:g}", run)
+    return {**result, **run}
 
 
 def _track(
-    params: Params, result: dict[str, Any], lam: float, out: Path, register: bool
+    params: Params, result: dict[str, Any], lam: float, out: Path, register: bool, seconds: float
 ) -> str | None:
     pp = params.prompter
     tracker = Tracker(params)
@@ -67,6 +77,7 @@ def _track(
         tracker.log_metrics(
             {k: v for k, v in result.items() if k.startswith(("J_", "reward_var", "kl_to"))}
         )
+        tracker.log_metrics({"seconds": seconds})
         for name in ("delta_1", "delta_2", "gain_over_sft"):
             if name in result:
                 tracker.log_metrics({name: result[name]["mean"]})
@@ -85,10 +96,13 @@ def sweep(params: Params) -> dict[str, Any]:
     """Stage `prompter_sweep`: one prompter per λ in prompter.lambdas under prompter.sweep_dir;
     reward J(ρ) against KL(ρ ‖ ρ_sft)."""
     rows = []
+    known = None  # J(π_F), J(ρ_sft) per query: measured for the first λ, the same for every λ
     for lam in params.prompter.lambdas:
         out = str(Path(params.prompter.sweep_dir) / f"lambda-{lam:g}")
         # not registered: the sweep maps the trade-off, its prompters are not candidates
-        r = prompter(params, lam, out, oracle=False, register=False)
+        r = prompter(params, lam, out, oracle=False, register=False, known=known)
+        if "returns" in r:  # (a result.json from before recast kept them has none)
+            known = {k: r["returns"][k] for k in ("frozen", "sft")}
         rows.append({"lambda": lam, "J_prompter": r["J_prompter"], "kl_to_sft": r["kl_to_sft"]})
     return write_metrics("prompter_sweep", {"rows": rows})
 

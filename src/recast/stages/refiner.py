@@ -84,8 +84,8 @@ def warmstart(params: Params) -> dict[str, Any]:
             "steps": len(stats),
             "first_loss": stats[0].loss,
             "final_loss": stats[-1].loss,
-            "seconds": round(time.perf_counter() - t0, 1),
         },
+        run={"seconds": round(time.perf_counter() - t0, 1)},
     )
 
 
@@ -131,7 +131,6 @@ def search(
         "xi_star_norm": float(np.linalg.norm(xi_star)),
         "iterations": result.iterations,
         "evaluations": result.evaluations,
-        "seconds": result.seconds,
         "sigma0": space.sigma0,
         "popsize": space.popsize,
         **{f"search_{k}": v for k, v in result.checks.items()},
@@ -155,7 +154,7 @@ def search(
             }
         )
         training.track_search(tracker, "search round-1", result, metrics, out / "xi_star.npy")
-    return write_metrics("search", metrics)
+    return write_metrics("search", metrics, run={"seconds": result.seconds})
 
 
 def train(
@@ -188,7 +187,8 @@ def train(
         )
     finally:
         generator.close()
-    summary = register_challenger(params, trained)
+    run = {"mlflow_run_id": trained.run_id, **register_challenger(params, trained)}
+    summary = trained.summary
     out = Path(params.refiner.out_dir)
     io.write_json(out / "summary.json", summary)
     if params.cmaes.enabled:
@@ -203,25 +203,27 @@ def train(
     for row in summary["rounds"]:
         metrics.update({f"round_{row['round']}/{k}": v for k, v in row.items() if k != "round"})
     system = training.system_name(params)
-    write_metrics("train" if system == "ours" else f"train-{system}", metrics)
-    return {**summary, "params": dataclasses.asdict(params)}
+    run.update({f"{k}/seconds": v for k, v in trained.seconds.items()})
+    write_metrics("train" if system == "ours" else f"train-{system}", metrics, run=run)
+    return {**summary, "params": dataclasses.asdict(params), "run": run}
 
 
 def register_challenger(params: Params, trained: training.Trained) -> dict[str, Any]:
     """The last round's refiner of "ours" as a new registry version with the alias
-    'challenger' (the `promote` stage's candidate); the summary with its version."""
-    summary = dict(trained.summary)
-    if trained.model_uri is not None and training.system_name(params) == "ours":
-        summary["registered_version"] = Tracker(params).register(
-            trained.model_uri,
-            params.registry.name,
-            {
-                "train_run_id": summary["mlflow_run_id"],
-                "params_hash": summary["config"],
-                "rounds": params.refiner.rounds,
-            },
-        )
-    return summary
+    'challenger' (the `promote` stage's candidate): {"registered_version": …}, or {} when
+    nothing is registered (an ablation, or tracking off)."""
+    if trained.model_uri is None or training.system_name(params) != "ours":
+        return {}
+    version = Tracker(params).register(
+        trained.model_uri,
+        params.registry.name,
+        {
+            "train_run_id": trained.run_id,
+            "params_hash": trained.summary["config"],
+            "rounds": params.refiner.rounds,
+        },
+    )
+    return {"registered_version": version}
 
 
 def ablation_params(params: Params, variant: str) -> Params:
