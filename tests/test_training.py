@@ -14,6 +14,7 @@ from recast.config import load_params
 from recast.generator.local import LocalGenerator
 from recast.records import pairs_table
 from recast.refiner.model import Refiner
+from recast.search import STATE
 from recast.stages.refiner import register_challenger
 from recast.training import Reporter, finetune, pseudo_labels, train
 
@@ -245,3 +246,23 @@ def test_guarded_rounds_fine_tune_only_on_the_x_star_the_check_keeps(
     assert summary["rounds"][0]["x_star_trained_on"] == len(kept)
     if not guard:
         assert len(kept) == 6  # the paper: every x* as decoded
+
+
+def test_the_same_inputs_write_the_same_bytes(tiny_lm: str, tmp_path: Path) -> None:
+    """What DVC hashes (round.json, the search's result.json, ξ*, x*, checkpoints) holds no
+    clock reading and no run id: two runs on the same inputs write the same bytes, and a
+    finished search leaves no checkpoint behind (pycma pickles its own timers into it)."""
+    pairs = real_pairs(10)
+    written = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        p = tiny_params(tiny_lm, out, "refiner.train_size=4", "refiner.guard=false")
+        gen = LocalGenerator(p.generator)
+        train(p, Refiner.load(tiny_lm), gen, pairs[:6], pairs[6:8], pairs[8:])
+        written.append(
+            {str(f.relative_to(out)): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+        )
+    assert "search/result.json" in written[0] and "train/round-2/round.json" in written[0]
+    assert not [name for name in written[0] if name.endswith(STATE)]
+    assert sorted(written[0]) == sorted(written[1])
+    assert [name for name in written[0] if written[0][name] != written[1][name]] == []

@@ -340,7 +340,8 @@ def _config_hash(
     gen = getattr(generator, "params", None)
     parts: dict[str, Any] = {
         "space": space.fingerprint(),
-        "params": asdict(params),
+        # where the search is written is not what it searched: a moved folder still resumes
+        "params": {k: v for k, v in asdict(params).items() if k != "out_dir"},
         "pairs": [p.id for p in pairs],
         "max_refined": max_refined_tokens,
         "generator": asdict(gen) if gen is not None else type(generator).__name__,
