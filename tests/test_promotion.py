@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from recast import io
 from recast.cli import app
-from recast.errors import RecastError
 from recast.config import Params, load_params
+from recast.errors import RecastError
 from recast.promotion import decide
 from recast.records import pairs_table
 from recast.refiner.model import Refiner
