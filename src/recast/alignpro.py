@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from recast import io
-from recast.config import Params, PrompterParams
+from recast.alignpro_config import PrompterParams
+from recast.config import Params
 from recast.evaluation.prompter import PROMPTER, eval_sampling, rewrite
 from recast.evaluation.reward import RewardModel, trained_dir
 from recast.generator import make_generator

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from recast import io
-from recast.config import CmaesParams
 from recast.errors import RecastError
 from recast.generator.base import Generator
 from recast.records import PreferencePair
@@ -37,6 +36,7 @@ from recast.refiner import bias
 from recast.refiner.model import PAPER, Decoding, Prefix, Refiner, cross_entropy
 from recast.refiner.prompts import p_x
 from recast.refiner.refine import Guard
+from recast.search_config import CmaesParams
 
 STATE = "state.pkl"
 """The checkpoint of a search still running: deleted once the search has finished, when

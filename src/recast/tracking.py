@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import Params, TrackingParams
+from recast.config import Params
+from recast.tracking_config import TrackingParams
 
 # MLflow 3's UI reads this experiment tag to pick its layout: without it, an experiment opens on
 # the GenAI overview (traces, token usage), which is empty here. "custom_model_development" is

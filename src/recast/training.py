@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from recast import io, layout
-from recast.config import Params, RefinerParams
+from recast.config import Params
 from recast.distributed import MapFn, population_evaluator
 from recast.generator.base import Generator
 from recast.records import PreferencePair
+from recast.refiner.config import RefinerParams
 from recast.refiner.model import Refiner, cross_entropy
 from recast.refiner.prompts import p_x, p_xy
 from recast.refiner.refine import Guard, Refined, refine

@@ -15,10 +15,10 @@ from typing import Any
 import pyarrow as pa
 
 from recast import io
-from recast.config import IngestParams, PairsParams, SplitParams
 from recast.data import alpaca_gpt4, chatbot_arena, eval_sets, hh_rlhf, oasst1
 from recast.data.clean import clean_pairs, normalize
 from recast.data.common import Drop
+from recast.data.config import IngestParams, PairsParams, SplitParams
 from recast.data.raw import RawRecord, read_records
 from recast.data.split import split_pairs
 from recast.errors import DataError

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from recast.config import PairsParams
+from recast.data.config import PairsParams
 from recast.records import PreferencePair, Turn
 
 _SPACE = re.compile(r"\s+")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from recast import io
-from recast.config import SplitParams
+from recast.data.config import SplitParams
 from recast.errors import DataError, RecastError
 from recast.records import PreferencePair, pairs_from_table
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recast.config import EVAL_SETS, TRAINING_SOURCES, ValidateParams
+from recast.data.config import EVAL_SETS, TRAINING_SOURCES, ValidateParams
 from recast.errors import ValidationFailed
 from recast.io import replaced, write_json
 

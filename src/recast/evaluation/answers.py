@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recast import io
-from recast.config import EvaluateParams, Params
+from recast.config import Params
 from recast.evaluation import systems
+from recast.evaluation.config import EvaluateParams
 from recast.evaluation.systems import Answers, Context
 from recast.records import EvalPrompt
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from recast.config import BpoParams, GeneratorParams
+from recast.evaluation.config import BpoParams
 from recast.generator import make_generator
 from recast.generator.base import Sampling
+from recast.generator.config import GeneratorParams
 from recast.refiner.teacher import TEACHER, Rewrite, extract_rewrite
 from recast.trl_run import save_policy, trainer_args
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recast.config import DpoParams, GeneratorParams
+from recast.evaluation.config import DpoParams
+from recast.generator.config import GeneratorParams
 from recast.records import PreferencePair
 from recast.trl_run import save_policy, trainer_args
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recast import io
-from recast.config import EvaluateParams, Params
+from recast.config import Params
 from recast.data.split import read_split
 from recast.errors import RecastError
 from recast.evaluation.agreement import Measurement, measure
+from recast.evaluation.config import EvaluateParams
 from recast.evaluation.judge import EnsembleJudge, PairwiseJudge, PointwiseJudge, RewardJudge
 from recast.evaluation.reward import RewardModel, trained_dir
 from recast.generator import make_generator

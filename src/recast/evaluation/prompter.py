@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from recast.config import GeneratorParams, PrompterParams
+from recast.alignpro_config import PrompterParams
 from recast.generator import make_generator
 from recast.generator.base import Sampling
+from recast.generator.config import GeneratorParams
 
 PROMPTER = (
     "Rewrite the user's query below so that an AI assistant gives the most helpful, accurate "

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import EvaluateParams, Params
+from recast.config import Params
+from recast.evaluation.config import EvaluateParams
 
 NAMES = {
     "org": "ORG",

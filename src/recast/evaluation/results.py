@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from recast.config import EvaluateParams
 from recast.evaluation.agreement import Measurement, length
 from recast.evaluation.bootstrap import bootstrap_ci, rates, win_minus_loss
+from recast.evaluation.config import EvaluateParams
 from recast.evaluation.judge import Judged
 from recast.evaluation.judging import comparisons
 from recast.evaluation.length_control import length_controlled_win_rate

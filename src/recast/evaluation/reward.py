@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recast.config import RewardParams
 from recast.errors import RecastError
+from recast.evaluation.config import RewardParams
 from recast.records import PreferencePair
 
 

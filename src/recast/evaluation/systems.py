@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recast import io, layout
-from recast.config import Params, RefinerParams
+from recast.config import Params
 from recast.errors import RecastError
 from recast.evaluation.bon import best_of_n
 from recast.evaluation.bpo import optimize
@@ -31,6 +31,7 @@ from recast.evaluation.reward import RewardModel
 from recast.evaluation.sr import speculative_rejection
 from recast.generator import make_generator
 from recast.generator.base import Generator, Sampling
+from recast.refiner.config import RefinerParams
 
 
 @dataclasses.dataclass

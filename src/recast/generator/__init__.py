@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from recast.config import GeneratorParams
 from recast.errors import ConfigError
 from recast.generator.base import Generator, Sampling
+from recast.generator.config import GeneratorParams
 
 __all__ = ["Generator", "Sampling", "make_generator"]
 

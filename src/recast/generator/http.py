@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from recast.config import GeneratorParams
 from recast.errors import GeneratorError
 from recast.generator.base import Sampling
+from recast.generator.config import GeneratorParams
 
 T = TypeVar("T")
 # Raised by the response parsers when a 2xx body lacks the expected fields: retried.

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from recast.config import GeneratorParams
 from recast.errors import GeneratorError
 from recast.generator.base import Sampling
+from recast.generator.config import GeneratorParams
 from recast.models.load import load_causal_lm
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from recast.config import GeneratorParams
 from recast.errors import GeneratorError
 from recast.generator.base import Sampling
+from recast.generator.config import GeneratorParams
 from recast.generator.local import chat_ids
 from recast.models.load import resolve
 

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from recast.config import RedrawParams
 from recast.refiner.check import (
     DEFAULT,
     Check,
@@ -31,6 +30,7 @@ from recast.refiner.check import (
     encoder,
     extract_query,
 )
+from recast.refiner.config import RedrawParams
 from recast.refiner.model import Refiner
 from recast.refiner.prompts import p_x
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import BpoParams, Params
+from recast.config import Params
 from recast.data.fewshot import EXAMPLES
+from recast.evaluation.config import BpoParams
 from recast.records import PreferencePair
 from recast.refiner import query
 

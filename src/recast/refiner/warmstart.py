@@ -17,9 +17,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from recast.config import Params, RefinerParams
+from recast.config import Params
 from recast.errors import RecastError
 from recast.records import PreferencePair
+from recast.refiner.config import RefinerParams
 from recast.refiner.model import Refiner
 from recast.refiner.teacher import Rewrite, keep, rewrites
 

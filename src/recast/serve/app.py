@@ -32,10 +32,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from recast.config import ServeParams
 from recast.errors import ConfigError
 from recast.serve.batcher import MicroBatcher, QueueFull
 from recast.serve.champion import Champion, RefineBatch, RefinedLike
+from recast.serve.config import ServeParams
 from recast.serve.metrics import Metrics
 from recast.serve.upstream import (
     Stream,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from recast.config import RedrawParams
+from recast.refiner.config import RedrawParams
 
 log = logging.getLogger("recast.serve")
 

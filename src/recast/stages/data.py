@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from recast import io
-from recast.config import IngestParams, PairsParams, Params, SplitParams, ValidateParams
+from recast.config import Params
 from recast.data import build as library
 from recast.data.build import VALIDATED_STAMP, require_validated
+from recast.data.config import IngestParams, PairsParams, SplitParams, ValidateParams
 from recast.errors import ValidationFailed
 from recast.records import eval_table, pairs_table
 from recast.stages.common import metrics_path
