@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,10 @@ def register(params: Params, folder: str) -> str:
 def test_champion_moves_only_when_the_challenger_wins(registry: Params, tiny_lm: str) -> None:
     scores: dict[str, float] = {}
 
+    calls: list[str] = []
+
     def scripted(params: Params, uri: str) -> float:  # fitness: lower is better
+        calls.append(uri.rsplit("/", 1)[1])
         return scores[uri.rsplit("/", 1)[1]]
 
     scores["1"] = 3.0
@@ -86,8 +90,16 @@ def test_champion_moves_only_when_the_challenger_wins(registry: Params, tiny_lm:
     }  # fmt: skip
     assert {**metrics, **io.read_json(Path("runs/log/promote.json"))} == won
 
-    again = promote(registry, scripted)  # nothing new to compare
+    assert calls == ["1", "2", "3"]  # each version scored once: the champion's came from its tags
+    calls.clear()
+    again = promote(registry, scripted)  # nothing new to compare, nothing scored again
     assert not again["promoted"] and again["champion"] == "3"
+    assert calls == [] and again["challenger_score"] == 2.5
+    other = dataclasses.replace(
+        registry, generator=dataclasses.replace(registry.generator, max_length=1024)
+    )
+    promote(other, scripted)  # another generator setting: the score is made afresh
+    assert calls == ["3"]
     assert io.read_json(Path("metrics") / "promote.json") == metrics  # the same bytes again
 
     lineage = trace(registry.tracking, "models:/recast-refiner@champion")

@@ -2,20 +2,26 @@
 `registry.name` with the alias 'challenger' (see `training.train`); `promote` moves the alias
 'champion' to it only if it beats the current champion on the gate split by more than the margin.
 
-Both refiners are scored afresh on the same pairs with the same generator, so a change of
-generator or gate split never compares numbers measured under different conditions.
+Both refiners are scored on the same pairs with the same generator. A version's score is kept
+in its tags under a key of every params section the gate reads, and reused only under the same
+key, so a change of generator or gate split rescores both and never compares numbers measured
+under different conditions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from recast import io
 from recast.config import Params
 from recast.errors import RecastError
 
 GATE_METRICS = ("dev_fitness",)
+GATE_SECTIONS = ("split", "registry", "generator", "refiner", "cmaes", "prompter", "reward")
+"""The params sections either gate's score reads (a superset: a key too wide only rescores)."""
 LOWER_IS_BETTER = {"dev_fitness": True, "dev_reward": False}
 KINDS = ("refiner", "prompter")
 
@@ -118,16 +124,34 @@ def promote(
             f"no version of {name!r} has the alias 'challenger' at {params.tracking.uri}: "
             f"run `recast {'train' if kind == 'refiner' else 'prompter'}` with tracking enabled"
         )
+    # what a version's gate score depends on besides its (immutable) weights: a score kept in
+    # the version's tags under the same key is that number again, so it is not recomputed
+    key = io.digest(
+        {
+            "score": getattr(score, "__qualname__", str(score)),
+            **{k: dataclasses.asdict(getattr(params, k)) for k in GATE_SECTIONS},
+        },
+        default=str,
+    )
+
+    def scored(version: str) -> float:
+        tags = client.get_model_version(name, version).tags
+        if tags.get(f"gate.{metric}.key") == key:
+            return float(tags[f"gate.{metric}"])
+        value = score(params, f"models:/{name}/{version}")
+        client.set_model_version_tag(name, version, f"gate.{metric}", repr(value))
+        client.set_model_version_tag(name, version, f"gate.{metric}.key", key)
+        return value
+
     champion = version_of("champion")
-    # the challenger is always scored: its score follows from the model alone, whatever the
-    # registry holds, so the `promote` stage's metrics file does too
-    challenger_score = score(params, f"models:/{name}/{challenger}")
+    # the challenger's score follows from the model alone, whatever the registry holds, so the
+    # `promote` stage's metrics file does too
+    challenger_score = scored(challenger)
     if champion == challenger:
         decision = Decision(False, "the challenger is already the champion", challenger_score)
     else:
-        champion_score = score(params, f"models:/{name}/{champion}") if champion else None
+        champion_score = scored(champion) if champion else None
         decision = decide(challenger_score, champion_score, rp.margin, LOWER_IS_BETTER[metric])
-    client.set_model_version_tag(name, challenger, f"gate.{metric}", str(challenger_score))
     if decision.promote:
         client.set_registered_model_alias(name, "champion", challenger)
     result = {
