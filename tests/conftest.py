@@ -124,6 +124,7 @@ def tiny_eval(tiny_lm: str, minilm: str) -> list[str]:
         "prompter.steps=2",
         "prompter.oracle_steps=2",
         "prompter.num_generations=2",
+        "prompter.steps_per_generation=2",
         "prompter.max_new_tokens=6",
         "prompter.answer_tokens=6",
         "prompter.train_size=4",

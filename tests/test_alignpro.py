@@ -4,6 +4,7 @@ tiny GRPO run of the real training function."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ import torch
 from conftest import SAMPLES, tiny_eval
 from test_search import real_pairs
 
-from recast.alignpro import GeneratorReward, gap, prompter_kl, sequence_kl, text_of
+from recast.alignpro import (
+    GeneratorReward,
+    completion_logits,
+    gap,
+    prompter_kl,
+    sequence_kl,
+    text_of,
+)
 from recast.config import load_params
 from recast.generator.base import Sampling
 from recast.stages import data as stages
@@ -150,10 +158,34 @@ def test_kl_of_the_prompter_to_itself_is_zero(prompter_params, tiny_lm: str) -> 
     assert kl == pytest.approx(0.0, abs=1e-5)
 
 
+def test_completion_logits_of_a_left_padded_batch_are_each_rows_own(tiny_lm: str) -> None:
+    """prompter_kl scores every query's x' in one left-padded batch: each row's logits must be
+    those of the row alone, at the positions that predict each token of x' (a slice one off
+    gives other logits, or another shape)."""
+    from recast.generator.local import chat_ids
+    from recast.models.load import load_causal_lm
+
+    model, tokenizer = load_causal_lm(tiny_lm, "float32", "cpu")
+    heads = [chat_ids(tokenizer, p.prompt) for p in PAIRS[:3]]
+    assert len({len(h) for h in heads}) > 1  # the rows really are padded
+    tails = [tokenizer(p.chosen, add_special_tokens=False)["input_ids"][:5] for p in PAIRS[:3]]
+    width = max(len(h) for h in heads)
+    pad = tokenizer.pad_token_id
+    rows = zip(heads, tails, strict=True)
+    seq = torch.tensor([[pad] * (width - len(h)) + h + t for h, t in rows])
+    mask = torch.tensor([[0] * (width - len(h)) + [1] * (len(h) + 5) for h in heads])
+    with torch.inference_mode():
+        batched = completion_logits(model, seq, mask, width)
+        for row, (h, t) in enumerate(zip(heads, tails, strict=True)):
+            alone = model(torch.tensor([h + t])).logits[:, len(h) - 1 : -1]
+            assert torch.allclose(batched[row], alone[0], atol=1e-4)
+
+
 def test_train_prompter_runs_grpo_and_measures_the_gaps(prompter_params, in_tmp: Path) -> None:
     result = train_prompter(prompter_params)
-    assert result["steps"] == 2 and len(result["curve"]) == 2
-    assert result["generator_calls"] == 2 * 2  # num_generations x' per step, each answered
+    # two steps share one generation batch: 2 queries x num_generations x', each answered
+    assert result["steps"] == 2 and [r["step"] for r in result["curve"]] == [1]
+    assert result["generator_calls"] == 2 * 2
     assert (in_tmp / "runs" / "prompter" / "model" / "config.json").exists()
     assert (in_tmp / "runs" / "prompter" / "oracle" / "model" / "config.json").exists()
     for key in ("delta_1", "delta_2", "gain_over_sft"):
@@ -186,8 +218,17 @@ def test_sweep_writes_reward_against_kl_and_the_report(
     monkeypatch.setattr(alignpro, "returns", lambda *a: measured.append(a[3]) or real_returns(*a))
     rows = sweep(prompter_params)["rows"]
     assert [r["lambda"] for r in rows] == [0.0, 0.1]
-    # J(π_F) and J(ρ_sft) are measured for the first λ only (3 measurements, then 1)...
+    # J(π_F) and J(ρ_sft) come from the prompter stage's result.json: only J(ρ) is measured
+    assert len(measured) == 1 + 1
+    # a sweep that cannot reuse them (another key: here a tampered one) measures them for the
+    # first λ (3 measurements, then 1)...
+    main_json = in_tmp / "runs/prompter/result.json"
+    main_json.write_text(json.dumps({**saved, "returns_key": "another"}))
+    shutil.rmtree(in_tmp / "runs/prompter-sweep")
+    measured.clear()
+    rows = sweep(prompter_params)["rows"]
     assert len(measured) == 3 + 1
+    main_json.write_text(json.dumps(saved))
     # ...and they are the numbers the prompter stage measured on its own, in another call
     for lam in ("0", "0.1"):
         swept = json.loads((in_tmp / f"runs/prompter-sweep/lambda-{lam}/result.json").read_text())

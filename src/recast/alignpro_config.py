@@ -28,6 +28,12 @@ class PrompterParams:
     """The paper's learning rate (TRL's default example)."""
     num_generations: int = 4
     """x' sampled per query: GRPO's group, whose mean reward is the baseline."""
+    steps_per_generation: int = 4
+    """GRPO steps that share one generation batch: x' for this many queries are sampled, and
+    answered by the generator, together, then used one query's group a step (TRL's clipped
+    importance ratio accounts for the policy having moved since). On a 2-core CPU the steps
+    are memory-bound decoding, so 4 queries cost little more than 1: 15.4 s a step at 1, 10.9
+    s at 4 (SmolLM2-135M, 40-token x', 48-token answers)."""
     max_new_tokens: int = 64
     """Length of x'."""
     temperature: float = 1.0

@@ -249,6 +249,7 @@ RANGES: dict[str, Range] = {
     "prompter.oracle_steps": COUNT,
     "prompter.lr": POSITIVE,
     "prompter.num_generations": Range(2),  # GRPO's baseline is the group's mean reward
+    "prompter.steps_per_generation": Range(1),
     "prompter.max_new_tokens": COUNT,
     "prompter.temperature": POSITIVE,
     "prompter.answer_tokens": COUNT,

@@ -96,15 +96,30 @@ def sweep(params: Params) -> dict[str, Any]:
     """Stage `prompter_sweep`: one prompter per λ in prompter.lambdas under prompter.sweep_dir;
     reward J(ρ) against KL(ρ ‖ ρ_sft)."""
     rows = []
-    known = None  # J(π_F), J(ρ_sft) per query: measured for the first λ, the same for every λ
+    # J(π_F), J(ρ_sft) per query: the same for every λ, so measured once (by the prompter
+    # stage, or for the first λ)
+    known = _measured_returns(params)
     for lam in params.prompter.lambdas:
         out = str(Path(params.prompter.sweep_dir) / f"lambda-{lam:g}")
         # not registered: the sweep maps the trade-off, its prompters are not candidates
         r = prompter(params, lam, out, oracle=False, register=False, known=known)
-        if "returns" in r:  # (a result.json from before recast kept them has none)
+        if known is None and "returns" in r:  # (an old result.json has none)
             known = {k: r["returns"][k] for k in ("frozen", "sft")}
         rows.append({"lambda": lam, "J_prompter": r["J_prompter"], "kl_to_sft": r["kl_to_sft"]})
     return write_metrics("prompter_sweep", {"rows": rows})
+
+
+def _measured_returns(params: Params) -> dict[str, list[float]] | None:
+    """The prompter stage's J(π_F) and J(ρ_sft) per query, when its result.json measured them
+    on what the sweep would (alignpro.returns_key); else None."""
+    main = Path(params.prompter.out_dir) / "result.json"
+    if not main.exists():
+        return None
+    done = io.read_json(main)
+    dev = [p.prompt for p in load_split(params, "dev")][: params.prompter.dev_size]
+    if done.get("returns_key") != alignpro.returns_key(params, dev):
+        return None
+    return {k: done["returns"][k] for k in ("frozen", "sft")}
 
 
 def report(params: Params) -> dict[str, Any]:
