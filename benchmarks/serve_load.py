@@ -5,7 +5,8 @@ BPO-test and Self-Instruct evaluation prompts) goes first straight to the upstre
 the proxy; for each: p50 / p95 latency and requests/s, and for the proxy the refinement's share of
 the latency (x-recast-refine-ms over the request's time). Then the refiner alone: 16 queries
 refined through the micro-batcher with batches of up to 16 against batches of 1 (one at a time),
-same refiner, same queries.
+same queries, for serve's refiner (the template's shared head run once) and, as the baseline,
+a plain Refiner of the same weights (`--refine-only`: this part alone).
 
 The upstream is served on 127.0.0.1 by this script: `local` is the local generator (generator.*
 of params.yaml) behind an OpenAI-style endpoint, `fake` an echo server answering after a fixed
@@ -34,8 +35,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from recast.config import ServeParams, load_params
+from recast.refiner.model import Refiner
 from recast.serve.app import create_app
 from recast.serve.batcher import throughput
+from recast.serve.champion import default_refine
 from recast.serve.run import is_loopback, make_champion, serve_in_thread
 from recast.serve.upstream import HttpUpstream, LocalUpstream, Upstream, UpstreamError
 
@@ -173,32 +176,8 @@ def served_upstream(args: argparse.Namespace, p: Any) -> Iterator[str]:
         local.batcher.stop()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--upstream", default="local", help="local | fake | a loopback …/v1 URL")
-    ap.add_argument("--checkpoint", default=None, help="refiner (default: serve.checkpoint)")
-    ap.add_argument("--requests", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=64, help="answer length")
-    ap.add_argument("--max-batch", type=int, default=16, help="serve.max_batch of the proxy")
-    ap.add_argument("--refine-queries", type=int, default=16, help="batched vs one-at-a-time")
-    ap.add_argument("--fake-latency-ms", type=float, default=200.0)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    if args.requests > 256 or args.concurrency > 64:
-        ap.error("bounded load: at most 256 requests, 64 at a time")
-
-    p = load_params(args.params)
-    if args.checkpoint:
-        p.serve = dataclasses.replace(p.serve, checkpoint=args.checkpoint)
-    p.serve = dataclasses.replace(p.serve, max_batch=args.max_batch)
-    queries = real_queries()
-    print(f"{len(queries)} real queries; {args.requests} requests, {args.concurrency} at a time")
-
-    t = time.perf_counter()
-    champion = make_champion(p)
-    print(f"refiner {champion.label} loaded in {time.perf_counter() - t:.1f} s")
-
+def proxy_load(args: argparse.Namespace, p: Any, champion: Any, queries: list[str]) -> None:
+    """The load straight to the upstream, then through the proxy: latency and requests/s."""
     with served_upstream(args, p) as upstream_url:
         settings = ServeParams(
             max_batch=args.max_batch,
@@ -228,16 +207,65 @@ def main() -> None:
     print(proxied.row("proxy"))
     print(f"proxy refinement batches: {count:.0f}, mean size {total / max(count, 1):.1f}")
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--upstream", default="local", help="local | fake | a loopback …/v1 URL")
+    ap.add_argument("--checkpoint", default=None, help="refiner (default: serve.checkpoint)")
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=64, help="answer length")
+    ap.add_argument("--max-batch", type=int, default=16, help="serve.max_batch of the proxy")
+    ap.add_argument("--refine-queries", type=int, default=16, help="batched vs one-at-a-time")
+    ap.add_argument("--fake-latency-ms", type=float, default=200.0)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--refine-only", action="store_true", help="only the refinement part")
+    args = ap.parse_args()
+    if args.requests > 256 or args.concurrency > 64:
+        ap.error("bounded load: at most 256 requests, 64 at a time")
+
+    p = load_params(args.params)
+    if args.checkpoint:
+        p.serve = dataclasses.replace(p.serve, checkpoint=args.checkpoint)
+    p.serve = dataclasses.replace(p.serve, max_batch=args.max_batch)
+    queries = real_queries()
+    print(f"{len(queries)} real queries; {args.requests} requests, {args.concurrency} at a time")
+
+    t = time.perf_counter()
+    champion = make_champion(p)
+    print(f"refiner {champion.label} loaded in {time.perf_counter() - t:.1f} s")
+
+    if not args.refine_only:
+        proxy_load(args, p, champion, queries)
+
     qs = queries[: args.refine_queries]
+    rp = p.refiner
+    refine_with = default_refine(
+        rp.max_refined_tokens, rp.guard, rp.check_encoder, args.max_batch, p.redraw
+    )
+    # the baseline: the same weights as a plain Refiner, which prefills every query's whole
+    # chat(P(x)) where serve's SharedHeadRefiner runs the shared head once
+    plain = Refiner.from_params(champion.label, rp)
 
     def refine_batch(xs: list[str]) -> Any:
         return champion.refine_batch(xs)[1]
 
-    batched = asyncio.run(throughput(refine_batch, qs, args.refine_queries))
-    single = asyncio.run(throughput(refine_batch, qs, 1))
+    def refine_plain(xs: list[str]) -> Any:
+        return refine_with(plain, xs)
+
+    print(f"\nrefinement of {len(qs)} queries (queries/s; micro-batches of up to {len(qs)})")
+    print(f"{'refiner':<28} {'batched':>8} {'one at a time':>14} {'ratio':>6}")
+    rates = {}
+    for name, fn in (("plain Refiner", refine_plain), ("serve's (shared head)", refine_batch)):
+        asyncio.run(throughput(fn, qs[:2], 2))  # first-call costs
+        batched = asyncio.run(throughput(fn, qs, args.refine_queries))
+        single = asyncio.run(throughput(fn, qs, 1))
+        rates[name] = (batched, single)
+        print(f"{name:<28} {batched:>8.2f} {single:>14.2f} {batched / single:>5.1f}x")
+    (pb, ps), (sb, ss) = rates.values()
     print(
-        f"\nrefinement of {len(qs)} queries: micro-batched {batched:.2f} queries/s, "
-        f"one at a time {single:.2f} queries/s: {batched / single:.1f}x"
+        f"serve's refiner against the plain one: batched {sb / pb:.1f}x, one at a time "
+        f"{ss / ps:.1f}x; serve batched against plain one at a time {sb / ps:.1f}x"
     )
 
 

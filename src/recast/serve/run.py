@@ -27,7 +27,7 @@ def refiner_spec(p: Params) -> str:
 
 def make_champion(p: Params) -> Champion:
     """The refiner (loaded now, so the server is ready when it listens) and its reload rule."""
-    from recast.refiner.model import Refiner
+    from recast.serve.shared_head import SharedHeadRefiner
     from recast.tracking import use
 
     spec = refiner_spec(p)
@@ -35,7 +35,8 @@ def make_champion(p: Params) -> Champion:
         use(p.tracking)  # a registry URI is looked up in this tracking server's registry
 
     def load(label: str) -> Any:
-        return Refiner.from_params(label, p.refiner)
+        # the template's head runs once, not once per query (recast.serve.shared_head)
+        return SharedHeadRefiner.from_params(label, p.refiner)
 
     rp = p.refiner
     refine_with = default_refine(
