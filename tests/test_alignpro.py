@@ -156,6 +156,9 @@ def test_kl_of_the_prompter_to_itself_is_zero(prompter_params, tiny_lm: str) -> 
     queries = [p.prompt for p in PAIRS[:2]]
     kl = prompter_kl(prompter_params.prompter, tiny_lm, tiny_lm, queries)
     assert kl == pytest.approx(0.0, abs=1e-5)
+    # in batches of one query (a dev set larger than a batch): still zero
+    kl = prompter_kl(prompter_params.prompter, tiny_lm, tiny_lm, queries, batch_size=1)
+    assert kl == pytest.approx(0.0, abs=1e-5)
 
 
 def test_completion_logits_of_a_left_padded_batch_are_each_rows_own(tiny_lm: str) -> None:
