@@ -32,8 +32,9 @@ class PrompterParams:
     """GRPO steps that share one generation batch: x' for this many queries are sampled, and
     answered by the generator, together, then used one query's group a step (TRL's clipped
     importance ratio accounts for the policy having moved since). On a 2-core CPU the steps
-    are memory-bound decoding, so 4 queries cost little more than 1: 15.4 s a step at 1, 10.9
-    s at 4 (SmolLM2-135M, 40-token x', 48-token answers)."""
+    are mostly decoding, which costs little more for 4 queries than for 1 (SmolLM2-135M,
+    40-token x', 48-token answers): an 8-step profile gave 15.4 s a step at 1 and 10.9 s at 4;
+    in `make reproduce` the prompter's 24 steps took 390 s at 1 and 322 s at 4."""
     max_new_tokens: int = 64
     """Length of x'."""
     temperature: float = 1.0

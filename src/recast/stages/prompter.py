@@ -48,8 +48,7 @@ def prompter(
         if done.get("key") == key:  # the same inputs trained this prompter already
             return done
     train = [p.prompt for p in load_split(params, "train")][: pp.train_size]
-    dev = [p.prompt for p in load_split(params, "dev")][: pp.dev_size]
-    measured = alignpro.train(params, train, dev, lam, out, oracle, known)
+    measured = alignpro.train(params, train, _dev_queries(params), lam, out, oracle, known)
     run = {"seconds": measured.pop("seconds")}
     result: dict[str, Any] = {}
     for name, value in measured.items():  # the key beside the dev figures, as it always was
@@ -109,6 +108,11 @@ def sweep(params: Params) -> dict[str, Any]:
     return write_metrics("prompter_sweep", {"rows": rows})
 
 
+def _dev_queries(params: Params) -> list[str]:
+    """The dev queries J and the KL are measured on: the first prompter.dev_size of dev."""
+    return [p.prompt for p in load_split(params, "dev")][: params.prompter.dev_size]
+
+
 def _measured_returns(params: Params) -> dict[str, list[float]] | None:
     """The prompter stage's J(π_F) and J(ρ_sft) per query, when its result.json measured them
     on what the sweep would (alignpro.returns_key); else None."""
@@ -116,8 +120,7 @@ def _measured_returns(params: Params) -> dict[str, list[float]] | None:
     if not main.exists():
         return None
     done = io.read_json(main)
-    dev = [p.prompt for p in load_split(params, "dev")][: params.prompter.dev_size]
-    if done.get("returns_key") != alignpro.returns_key(params, dev):
+    if done.get("returns_key") != alignpro.returns_key(params, _dev_queries(params)):
         return None
     return {k: done["returns"][k] for k in ("frozen", "sft")}
 
