@@ -1,19 +1,21 @@
-"""Pairs per second of the default judge against today's pointwise judge, in the same run.
+"""Pairs per second of the default judge against two earlier pointwise judges, in the same run.
 
-"Today" (main before this change): the pointwise judge as `judge_from` builds it (dtype auto:
+"Filed" is the pointwise judge issue 11 was filed against: two forward passes per answer (one
+for "Yes", one for "No", through the backend's `score`), whole answers, OpenMP's default wait.
+"Today" (main before the shared prefix): the pointwise judge as `judge_from` builds it (dtype auto:
 bf16 weights on a CPU with avx512_bf16, the Yes/No logits in fp32, one forward pass per answer,
 answers cut to evaluate.judge_max_answer_words, every whole prompt run) under OpenMP's default
 wait policy (threads spin 300,000 rounds at each barrier before sleeping). "Now": the same
 model and weights with the header and question's key/value cache shared by the answers to a
 question, and OpenMP threads that wait passively (recast sets OMP_WAIT_POLICY=PASSIVE). The
 wait policy is fixed when OpenMP starts, so each judge runs in its own process, one after the
-other, on the same labelled pairs; each prints its agreement and the two verdict lists are
-compared pair by pair. Usage:
+other, on the same labelled pairs; each prints its agreement, and each baseline's verdicts are
+compared with now's pair by pair. Usage:
 
     python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
 
 With evaluate.judge_mode=ensemble "now" adds the reward model (train it first: `recast
-reward`); the baseline is always today's pointwise judge.
+reward`); the baselines are always pointwise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from pathlib import Path
 BPO = Path("src/recast/data/samples/eval-samples/bpo_test.json")
 
 
+class _ScoreOnly:
+    """The backend seen through `score` alone, as the filed judge used it: PointwiseJudge then
+    runs one pass for "Yes" and one for "No" per answer."""
+
+    def __init__(self, backend: object) -> None:
+        self.score = backend.score  # type: ignore[attr-defined]
+
+
 def worker(args: argparse.Namespace) -> None:
     """One judge in this process: its seconds, measurement and per-pair verdicts as JSON."""
     from recast.config import load_params
@@ -46,9 +56,13 @@ def worker(args: argparse.Namespace) -> None:
         params.generator, backend=ev.judge_backend, model=ev.judge_model, dtype="auto"
     )
     backend = make_generator(spec)
-    today = args.worker == "today"
+    today = args.worker in ("today", "filed")
+    filed = args.worker == "filed"
     pointwise = PointwiseJudge(
-        backend, ev.judge_tie_margin, ev.judge_max_answer_words, share_prefix=not today
+        _ScoreOnly(backend) if filed else backend,
+        ev.judge_tie_margin,
+        None if filed else ev.judge_max_answer_words,
+        share_prefix=not today,
     )
     judge: PointwiseJudge | EnsembleJudge = pointwise
     if not today and ev.judge_mode == "ensemble":
@@ -76,7 +90,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="first N pairs")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", action="append", default=[], help="params override (repeatable)")
-    ap.add_argument("--worker", choices=["today", "now"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["filed", "today", "now"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -84,9 +98,9 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("today", "now"):
+        for name in ("filed", "today", "now"):
             env = dict(os.environ)
-            if name == "today":  # libgomp's own default when OMP_WAIT_POLICY is unset
+            if name != "now":  # libgomp's own default when OMP_WAIT_POLICY is unset
                 env.pop("OMP_WAIT_POLICY", None)
                 env["GOMP_SPINCOUNT"] = "300000"
             out = Path(tmp) / f"{name}.json"
@@ -95,9 +109,10 @@ def main() -> None:
             cmd += [x for s in args.set for x in ("--set", s)]
             subprocess.run(cmd, env=env, check=True)
             results[name] = json.loads(out.read_text())
-    today, now = results["today"], results["now"]
+    filed, today, now = results["filed"], results["today"], results["now"]
     print(f"judge {now['model']}, {now['n']} labelled pairs from {args.pairs}")
     rows = {
+        "filed: pointwise, two passes, whole answers, default wait": filed,
         "today: pointwise, whole prompts, OpenMP default wait": today,
         f"now: {now['mode']}, shared question prefix, passive wait": now,
     }
@@ -106,9 +121,10 @@ def main() -> None:
             f"{name:<58} {r['n'] / r['seconds']:6.3f} pairs/s ({r['seconds']:6.1f} s)  "
             f"agreement {100 * (r['agreement'] or 0):.0f}%  ties {100 * (r['ties'] or 0):.0f}%"
         )
-    same = sum(a == b for a, b in zip(today["verdicts"], now["verdicts"], strict=True))
-    print(f"same verdict as today on {same} / {now['n']} pairs")
-    print(f"speed-up: {today['seconds'] / now['seconds']:.2f}x")
+    for name, base in (("filed", filed), ("today", today)):
+        same = sum(a == b for a, b in zip(base["verdicts"], now["verdicts"], strict=True))
+        print(f"same verdict as {name} on {same} / {now['n']} pairs")
+        print(f"speed-up over {name}: {base['seconds'] / now['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,42 @@ def test_rewrites_are_read_from_the_stage_file_and_rewritten_when_stale(
     assert len(stored["rows"]) == 3  # only the stage writes the file
 
 
+def test_more_queries_cost_the_teacher_only_the_new_ones(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bpo.train_size 3 -> 5: the stage keeps the 3 stored rows and the teacher writes 2; a file
+    written by another teacher prompt is not reused."""
+    from recast.records import pairs_table
+
+    pairs = standalone_pairs(5)
+    io.write_parquet(in_tmp / "data/splits/train.parquet", pairs_table(pairs))
+    calls: list[list[str]] = []
+
+    def scripted(p: object, ps: list) -> tuple[list[dict[str, str]], float]:
+        calls.append([q.id for q in ps])
+        return [{"id": q.id, "x": q.prompt, "x_prime": q.prompt + "?", "raw": ""} for q in ps], 0.1
+
+    monkeypatch.setattr(teacher, "_written", scripted)
+    small = load_params(None, ["bpo.train_size=3", "refiner.check_encoder=null"])
+    rewrites_stage(small)
+    stored = io.read_json(small.bpo.rewrites)
+    stored["rows"][0]["x_prime"] = "kept as stored"  # proves the row is read, not rewritten
+    io.write_json(small.bpo.rewrites, stored)
+    large = load_params(None, ["bpo.train_size=5", "refiner.check_encoder=null"])
+    assert rewrites_stage(large)["reused_rows"] == 3
+    assert calls == [[p.id for p in pairs[:3]], [p.id for p in pairs[3:]]]
+    rows = io.read_json(large.bpo.rewrites)["rows"]
+    assert [r["id"] for r in rows] == [p.id for p in pairs] and rows[0][
+        "x_prime"
+    ] == "kept as stored"
+    assert teacher.stored(large.bpo, pairs) is not None  # the stage file now holds all five
+
+    monkeypatch.setattr(teacher, "TEACHER", teacher.TEACHER + " ")  # another teacher prompt
+    io.write_json(small.bpo.rewrites, stored)
+    rewrites_stage(large)
+    assert calls[-1] == [p.id for p in pairs]  # nothing reused
+
+
 def test_bpo_learns_only_the_teacher_rewrites_the_check_keeps(in_tmp: Path, tiny_lm: str) -> None:
     """`recast bpo` on a stored teacher file for 6 real HH-RLHF queries: 2 rewrites, 2 copies
     and 2 x' that paste y+ after x. With the guard the optimizer's data are the 2 rewrites, and

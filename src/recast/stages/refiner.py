@@ -56,6 +56,7 @@ def rewrites(params: Params) -> dict[str, Any]:
             "teacher": params.bpo.teacher,
             "teacher_seconds": content.get("teacher_seconds"),
             "reused": reused,
+            "reused_rows": len(rows) if reused else content.get("reused_rows", 0),
             **kept.metrics(),
         },
     )
