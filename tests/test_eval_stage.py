@@ -90,7 +90,7 @@ def test_reward_dpo_eval_report_end_to_end(
     systems = result["systems"]
     assert systems["org"]["calls"] == 8 and systems["bon"]["calls"] == 16  # N calls a prompt
     assert 8 <= systems["sr"]["calls"] <= 4 * 8 * 2  # 4 starts a prompt, then fewer survive
-    assert set(result["judge"]["agreement"]) == {"bpo_test", "hh_rlhf"}
+    assert set(result["judge"]["agreement"]) == {"bpo_test", "hh_rlhf", "dev_split"}
     assert "ours vs ORG" in output
 
     code, output = run("report", *sets(eval_overrides))

@@ -21,7 +21,7 @@ from recast.evaluation.agreement import (
     measure,
     read_labelled_pairs,
 )
-from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
+from recast.evaluation.judge import EnsembleJudge, Judged, PointwiseJudge, RewardJudge
 from recast.evaluation.length_control import length_controlled_win_rate
 from recast.records import PreferencePair
 
@@ -81,6 +81,28 @@ def test_the_length_rule_and_the_balanced_subset_on_a_hand_made_case() -> None:
     assert m.ties == pytest.approx(1 / 5) and m.agreement_non_ties == pytest.approx(1 / 4)
     assert m.balanced_agreement == pytest.approx(1 / 3)
     assert m.position_consistency is None  # one answer at a time: no order to flip
+    # judge − rule per pair: 0 - 1, 1 - 0, 0 - 1, 0 - 0, 0 - 1 -> -2/5 = -40 points
+    assert m.vs_length["value"] == pytest.approx(-40.0)
+    lo, hi = m.vs_length["ci95"]
+    assert -100 <= lo < -40 < hi <= 20
+
+
+def test_judge_minus_length_rule_interval_says_when_the_judge_beats_length() -> None:
+    """Paired over the same pairs: a judge equal to the rule is 0 [0, 0]; one right on 30
+    balanced pairs the rule misses and equal elsewhere leads with an interval above 0; at 3
+    such pairs of 10 the interval still includes 0."""
+    rule_like = measure(RewardJudge(_Lengths()), [pair(100, 10)] * 10 + [pair(10, 100)] * 10)
+    assert rule_like.vs_length["value"] == 0 and rule_like.vs_length["ci95"] == (0.0, 0.0)
+    assert rule_like.vs_length["excludes_zero"] is False
+
+    class Oracle:  # knows which answer is better: the `chosen` one
+        def judge(self, questions, ours, other):
+            return Judged(["win"] * len(ours), consistent=None)
+
+    many = measure(Oracle(), [pair(10, 100)] * 30 + [pair(100, 10)] * 30)
+    assert many.vs_length["value"] == pytest.approx(50.0) and many.vs_length["excludes_zero"]
+    few = measure(Oracle(), [pair(10, 100)] + [pair(100, 10)] * 9)
+    assert few.vs_length["value"] == pytest.approx(10.0) and not few.vs_length["excludes_zero"]
 
 
 class _Lengths:

@@ -242,6 +242,7 @@ def judge_measure(
     from recast import io
     from recast.evaluation.agreement import as_dict, measure, read_labelled_pairs
     from recast.evaluation.judging import judge_from, judge_name
+    from recast.evaluation.report import vs_length
 
     p = _params(params, set_)
     labelled = {str(path): read_labelled_pairs(path, limit) for path in pairs}
@@ -254,7 +255,8 @@ def judge_measure(
                 results[name] = as_dict(measure(judge, rows))
     table = Table(title=f"Judge {judge_name(p)} against labelled pairs")
     for col in ("pairs", "n", "agreement", "ties", "non-ties", "position", "unparsed",
-                "longer wins", "balanced n", "balanced", "balanced longer", "s/pair"):  # fmt: skip
+                "longer wins", "judge − rule", "balanced n", "balanced", "balanced longer",
+                "s/pair"):  # fmt: skip
         table.add_column(col, justify="right" if col != "pairs" else "left", overflow="fold")
 
     def pct(x: float | None) -> str:
@@ -264,7 +266,7 @@ def judge_measure(
         table.add_row(
             name, str(m["n"]), pct(m["agreement"]), pct(m["ties"]), pct(m["agreement_non_ties"]),
             pct(m["position_consistency"]), str(m["unparsed"]), pct(m["length_baseline"]),
-            str(m["balanced_n"]), pct(m["balanced_agreement"]),
+            vs_length(m), str(m["balanced_n"]), pct(m["balanced_agreement"]),
             pct(m["balanced_length_baseline"]), f"{m['seconds_per_pair']:.2f}",
         )  # fmt: skip
     out.print(table)

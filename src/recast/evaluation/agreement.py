@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from recast.data.raw import read_records
 from recast.errors import RecastError
+from recast.evaluation.bootstrap import mean_difference
 from recast.evaluation.judge import Judged
 from recast.records import PreferencePair
 
@@ -168,6 +169,10 @@ class Measurement:
     """The judge's agreement on the length-balanced subset."""
     balanced_length_baseline: float | None
     """The length rule on the length-balanced subset."""
+    vs_length: dict[str, Any]
+    """The judge's agreement minus the length rule's on the same pairs, in points, with its
+    paired bootstrap 95% interval over pairs (`ci95`) and whether it excludes 0: at 20 pairs a
+    lead of 10 points is two pairs, and only an interval says whether the judge beats length."""
     seconds_per_pair: float
     """Wall time of the judge per pair. A pointwise judge with a score store (the
     evaluation's) reads the scores it has seen instead of running the model, so there it is
@@ -201,6 +206,7 @@ def measure(judge: Judge, pairs: Sequence[PreferencePair]) -> Measurement:
         balanced_n=len(balanced),
         balanced_agreement=_share([agree[i] for i in balanced]),
         balanced_length_baseline=_share([rule[i] for i in balanced]),
+        vs_length=mean_difference([bool(a) - bool(r) for a, r in zip(agree, rule, strict=True)]),
         seconds_per_pair=elapsed / n,
     )
 

@@ -43,11 +43,21 @@ def win_minus_loss(
     interval over prompts, and whether that interval excludes 0: where it does not, the data
     cannot rank the two systems ("no detectable difference")."""
     parsed = np.array([o for o in outcomes if o is not None])
-    if parsed.size == 0:
-        return {"value": None, "ci95": None, "excludes_zero": False}
     score = (parsed == "win").astype(float) - (parsed == "loss").astype(float)
+    return mean_difference(score, n_boot, seed, level)
+
+
+def mean_difference(
+    score: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float | bool | tuple[float, float] | None]:
+    """The mean of per-item differences in points (each in [-1, 1]: a win − a loss, or a judge's
+    hit − the length rule's hit on the same labelled pair), its percentile-bootstrap interval
+    resampling items, and whether that interval excludes 0."""
+    score = np.asarray(score, dtype=float)
+    if score.size == 0:
+        return {"value": None, "ci95": None, "excludes_zero": False}
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, parsed.size, size=(n_boot, parsed.size))
+    idx = rng.integers(0, score.size, size=(n_boot, score.size))
     samples = 100.0 * score[idx].mean(axis=1)
     lo, hi = (
         float(np.percentile(samples, 100 * (1 - level) / 2)),

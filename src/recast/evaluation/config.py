@@ -140,8 +140,9 @@ class EvaluateParams:
     decides; 0.05 on P(Yes) made half of all labelled pairs ties)."""
     judge_max_answer_words: int | None = 200
     """Pointwise / ensemble: the judge reads at most this many words of each answer (None: all)."""
-    agreement_pairs: int = 20
-    """Labelled pairs per source (BPO-test good/bad, HH-RLHF dev) to measure the judge on."""
+    agreement_pairs: int = 64
+    """Labelled pairs per source to measure the judge on (BPO-test good/bad, HH-RLHF dev, the
+    whole dev split); 64 takes all of them on the embedded defaults (17, 22 and 59)."""
     n_boot: int = 2000
     """Bootstrap resamples for the 95% intervals."""
     seed: int = 0

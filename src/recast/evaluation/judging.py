@@ -88,18 +88,21 @@ def judge_name(params: Params) -> str:
 
 def labelled_pairs(params: Params) -> dict[str, list[PreferencePair]]:
     """The labelled pairs the evaluation measures its judge on: BPO-test good_res vs bad_res
-    (the evaluation set's own labels) and HH-RLHF chosen vs rejected from the dev split (never
-    trained on), at most evaluate.agreement_pairs of each."""
+    (the evaluation set's own labels), HH-RLHF chosen vs rejected from the dev split, and the
+    whole dev split (every source; the reward model never trains on it, and it is the largest
+    held-out set the judge has), at most evaluate.agreement_pairs of each."""
     n = params.evaluate.agreement_pairs
     path = Path(params.pairs.out_dir) / "eval.parquet"
     bpo = [EvalPrompt.from_row(r) for r in io.read_parquet(path).to_pylist()]
+    dev = read_split(params.split, "dev")
     out = {
         "bpo_test": [
             PreferencePair("bpo_test", p.prompt, p.reference, p.meta["bad_res"])
             for p in bpo
             if p.set == "bpo_test" and p.reference and p.meta.get("bad_res")
         ][:n],
-        "hh_rlhf": [p for p in read_split(params.split, "dev") if p.source == "hh_rlhf"][:n],
+        "hh_rlhf": [p for p in dev if p.source == "hh_rlhf"][:n],
+        "dev_split": dev[:n],
     }
     return {k: v for k, v in out.items() if v}
 

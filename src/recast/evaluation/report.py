@@ -58,13 +58,23 @@ def _shares(r: dict[str, Any] | None) -> str:
     )
 
 
+def vs_length(a: dict[str, Any]) -> str:
+    """The judge's agreement minus the length rule's, in points, with its 95% interval."""
+    d = a.get("vs_length") or {}
+    if d.get("value") is None:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{d['value']:+.0f} [{lo:+.0f}, {hi:+.0f}]"
+
+
 def judge_line(result: dict[str, Any]) -> str:
     """The judge's measured trust in one sentence, printed beside every table."""
     judge = result["judge"].get("name") or f"{result['judge']['model']} ({result['judge']['mode']})"
     parts = [
         f"{src}: agrees {_percent(a['agreement'])} (longer answer wins: "
-        f"{_percent(a['length_baseline'])}; length-balanced {_percent(a['balanced_agreement'])} "
-        f"vs {_percent(a['balanced_length_baseline'])}, n={a['balanced_n']})"
+        f"{_percent(a['length_baseline'])}, judge − rule {vs_length(a)} points; length-balanced "
+        f"{_percent(a['balanced_agreement'])} vs {_percent(a['balanced_length_baseline'])}, "
+        f"n={a['balanced_n']})"
         for src, a in result["judge"]["agreement"].items()
     ]
     return f"Judge {judge} against labelled pairs — " + "; ".join(parts) + "."
@@ -94,6 +104,7 @@ def tables(
             src,
             _percent(a["agreement"]),
             _percent(a["length_baseline"]),
+            vs_length(a),
             f"{_percent(a['balanced_agreement'])} / {_percent(a['balanced_length_baseline'])}"
             f" (n={a['balanced_n']})",
             _percent(a["ties"]),
@@ -135,6 +146,7 @@ def tables(
                 "labels",
                 "agreement",
                 "longer wins",
+                "judge − rule, points [95% CI]",
                 "length-balanced: judge / rule",
                 "ties",
                 "position consistency",
