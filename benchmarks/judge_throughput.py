@@ -15,7 +15,8 @@ compared with now's pair by pair. Usage:
     python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
 
 With evaluate.judge_mode=ensemble "now" adds the reward model (train it first: `recast
-reward`); the baselines are always pointwise.
+reward`), and with evaluate.judge_mode=reward "now" is the reward model alone; the baselines
+are always pointwise.
 """
 
 from __future__ import annotations
@@ -64,12 +65,17 @@ def worker(args: argparse.Namespace) -> None:
         None if filed else ev.judge_max_answer_words,
         share_prefix=not today,
     )
-    judge: PointwiseJudge | EnsembleJudge = pointwise
-    if not today and ev.judge_mode == "ensemble":
-        reward = RewardModel.load(Path(params.reward.out_dir) / "model")
-        judge = EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
-    elif ev.judge_mode not in ("pointwise", "ensemble"):
-        raise SystemExit(f"evaluate.judge_mode={ev.judge_mode}: this benchmark times LLM judges")
+    judge: PointwiseJudge | EnsembleJudge | RewardJudge = pointwise
+    if not today and ev.judge_mode in ("ensemble", "reward"):
+        reward = RewardJudge(RewardModel.load(Path(params.reward.out_dir) / "model"))
+        reward.scores(["Say hi."], ["Hi."])  # warm-up, as for the LLM below
+        judge = (
+            reward
+            if ev.judge_mode == "reward"
+            else EnsembleJudge([reward, pointwise], ev.judge_tie_margin)
+        )
+    elif ev.judge_mode not in ("pointwise", "ensemble", "reward"):
+        raise SystemExit(f"evaluate.judge_mode={ev.judge_mode}: this benchmark times score judges")
     # warm-up on a prompt that shares no question with the pairs: first-call allocations
     PointwiseJudge(backend, share_prefix=False).log_odds(["Say hi."], ["Hi."])
     t0 = time.perf_counter()
@@ -114,7 +120,11 @@ def main() -> None:
     rows = {
         "filed: pointwise, two passes, whole answers, default wait": filed,
         "today: pointwise, whole prompts, OpenMP default wait": today,
-        f"now: {now['mode']}, shared question prefix, passive wait": now,
+        (
+            "now: the reward model alone (no LLM)"
+            if now["mode"] == "reward"
+            else f"now: {now['mode']}, shared question prefix, passive wait"
+        ): now,
     }
     for name, r in rows.items():
         print(
