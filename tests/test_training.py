@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_search import real_pairs
 
 from recast import io
@@ -266,3 +267,17 @@ def test_the_same_inputs_write_the_same_bytes(tiny_lm: str, tmp_path: Path) -> N
     assert not [name for name in written[0] if name.endswith(STATE)]
     assert sorted(written[0]) == sorted(written[1])
     assert [name for name in written[0] if written[0][name] != written[1][name]] == []
+
+
+def test_the_summary_config_digests_only_what_training_reads() -> None:
+    """summary.json's `config` moves with refiner / cmaes / generator, not with evaluate.*: a
+    clone that retrains an up-to-date `train` then writes the summary the lock records. The
+    sections are the `train` stage's declared params."""
+    from recast.training import TRAINED_BY, config_hash
+
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    assert tuple(stages["train"]["params"]) == TRAINED_BY
+    base = load_params(None)
+    assert config_hash(load_params(None, ["evaluate.agreement_pairs=3"])) == config_hash(base)
+    assert config_hash(load_params(None, ["refiner.lr=0.001"])) != config_hash(base)
+    assert config_hash(load_params(None, ["cmaes.d_z=8"])) != config_hash(base)

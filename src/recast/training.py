@@ -37,7 +37,7 @@ from recast.refiner.model import Refiner, cross_entropy
 from recast.refiner.prompts import p_x, p_xy
 from recast.refiner.refine import Guard, Refined, refine
 from recast.search import Fitness, SearchResult, Space, run_search, truncate
-from recast.tracking import Tracker, params_hash
+from recast.tracking import Tracker
 
 PSEUDO_SCHEMA = pa.schema(
     [("id", pa.string()), ("x", pa.string()), ("x_star", pa.string()), ("verdict", pa.string())]
@@ -308,8 +308,19 @@ def train(
                         refiner.model, refiner.tokenizer, layout.refiner_dir(out, s)
                     )
             summary["rounds"].append(row)
-        summary["config"] = params_hash(params)
+        summary["config"] = config_hash(params)
     return Trained(summary, model_uri, run_id, seconds)
+
+
+TRAINED_BY = ("refiner", "cmaes", "generator")
+"""The params sections Algorithm 1 reads: the `train` stage's declared params in dvc.yaml."""
+
+
+def config_hash(params: Params) -> str:
+    """The digest of the sections training reads (TRAINED_BY), written to summary.json. A digest
+    of all params changed with any section (evaluate.*), so a clone that retrained an up-to-date
+    `train` wrote another summary.json than the lock records."""
+    return io.digest({name: asdict(getattr(params, name)) for name in TRAINED_BY})
 
 
 @dataclass
