@@ -57,16 +57,16 @@ def worker(args: argparse.Namespace) -> None:
         params.generator, backend=ev.judge_backend, model=ev.judge_model, dtype="auto"
     )
     backend = make_generator(spec)
-    today = args.worker in ("today", "filed")
+    baseline = args.worker != "now"  # filed and today are always pointwise
     filed = args.worker == "filed"
     pointwise = PointwiseJudge(
         _ScoreOnly(backend) if filed else backend,
         ev.judge_tie_margin,
         None if filed else ev.judge_max_answer_words,
-        share_prefix=not today,
+        share_prefix=not baseline,
     )
     judge: PointwiseJudge | EnsembleJudge | RewardJudge = pointwise
-    if not today and ev.judge_mode in ("ensemble", "reward"):
+    if not baseline and ev.judge_mode in ("ensemble", "reward"):
         reward = RewardJudge(RewardModel.load(Path(params.reward.out_dir) / "model"))
         reward.scores(["Say hi."], ["Hi."])  # warm-up, as for the LLM below
         judge = (
@@ -85,7 +85,7 @@ def worker(args: argparse.Namespace) -> None:
     s = judge.scores(questions * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
     verdicts = [a > b for a, b in zip(s[: len(pairs)], s[len(pairs) :], strict=True)]
     out = {"seconds": seconds, "n": len(pairs), "agreement": m.agreement, "ties": m.ties}
-    out |= {"verdicts": verdicts, "mode": "pointwise" if today else ev.judge_mode}
+    out |= {"verdicts": verdicts, "mode": "pointwise" if baseline else ev.judge_mode}
     out |= {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": ev.judge_model}
     Path(args.out).write_text(json.dumps(out))
 
