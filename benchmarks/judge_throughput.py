@@ -15,8 +15,9 @@ compared with now's pair by pair. Usage:
     python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
 
 With evaluate.judge_mode=ensemble "now" adds the reward model (train it first: `recast
-reward`), and with evaluate.judge_mode=reward "now" is the reward model alone; the baselines
-are always pointwise.
+reward`) and asks the LLM about evaluate.judge_llm_share of the pairs (the cascade), and
+with evaluate.judge_mode=reward "now" is the reward model alone; the baselines are always
+pointwise.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
         judge = (
             reward
             if ev.judge_mode == "reward"
-            else EnsembleJudge([reward, pointwise], ev.judge_tie_margin)
+            else EnsembleJudge([reward, pointwise], ev.judge_tie_margin, ev.judge_llm_share)
         )
     elif ev.judge_mode not in ("pointwise", "ensemble", "reward"):
         raise SystemExit(f"evaluate.judge_mode={ev.judge_mode}: this benchmark times score judges")
@@ -82,11 +83,13 @@ def worker(args: argparse.Namespace) -> None:
     m = measure(judge, pairs)
     seconds = time.perf_counter() - t0
     questions = [p.prompt for p in pairs]
-    s = judge.scores(questions * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-    verdicts = [a > b for a, b in zip(s[: len(pairs)], s[len(pairs) :], strict=True)]
+    # the pointwise scores are cached in memory by now, so this runs no model again
+    judged = judge.judge(questions, [p.chosen for p in pairs], [p.rejected for p in pairs])
+    verdicts = [o == "win" for o in judged.outcomes]
     out = {"seconds": seconds, "n": len(pairs), "agreement": m.agreement, "ties": m.ties}
     out |= {"verdicts": verdicts, "mode": "pointwise" if baseline else ev.judge_mode}
     out |= {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": ev.judge_model}
+    out |= {"llm_share": ev.judge_llm_share if ev.judge_mode == "ensemble" else 1.0}
     Path(args.out).write_text(json.dumps(out))
 
 
@@ -123,7 +126,8 @@ def main() -> None:
         (
             "now: the reward model alone (no LLM)"
             if now["mode"] == "reward"
-            else f"now: {now['mode']}, shared question prefix, passive wait"
+            else f"now: {now['mode']} (LLM on {100 * now['llm_share']:.0f}% of pairs), "
+            "shared prefix, passive wait"
         ): now,
     }
     for name, r in rows.items():

@@ -213,6 +213,54 @@ def test_ensemble_standardizes_each_scorer() -> None:
     assert s[0] == pytest.approx(s[1], abs=1e-9)
 
 
+class _ByAnswer:
+    """A scorer with a score per answer text; it records which answers it was asked about."""
+
+    def __init__(self, score: dict[str, float]) -> None:
+        self.score, self.asked = score, []
+
+    def scores(self, questions: list[str], answers: list[str]) -> list[float]:
+        self.asked += answers
+        return [self.score[a] for a in answers]
+
+
+def test_cascade_routes_only_the_cheap_scorers_closest_pairs_to_the_others() -> None:
+    pairs = read_labelled_pairs(BPO, limit=4)
+    questions = [p.prompt for p in pairs]
+    good, bad = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    # the reward model: wide margins for pairs 0 and 1 (right), narrow ones for 2 and 3 (wrong)
+    reward = _ByAnswer(
+        {good[0]: 3.0, bad[0]: -3.0, good[1]: 2.5, bad[1]: -2.5}
+        | {good[2]: -0.1, bad[2]: 0.1, good[3]: -0.2, bad[3]: 0.2}
+    )
+    # the LLM is sure of the right answer on every pair it is asked about
+    llm = _ByAnswer({a: 1.0 for a in good} | {a: -1.0 for a in bad})
+    judged = EnsembleJudge([reward, llm], share=0.5).judge(questions, good, bad)
+    assert judged.outcomes == ["win"] * 4  # 2 and 3 overturned by the LLM
+    assert sorted(llm.asked) == sorted([good[2], good[3], bad[2], bad[3]])
+    # with no LLM on a pair the reward model's verdict stands, right or wrong
+    llm.asked = []
+    judged = EnsembleJudge([reward, llm], share=0.25).judge(questions, good, bad)
+    # pair 2 is the reward's closest and is overturned; pair 3 keeps the reward's wrong verdict
+    assert judged.outcomes == ["win", "win", "win", "loss"]
+    assert sorted(llm.asked) == sorted([good[2], bad[2]])
+
+
+def test_cascade_at_share_one_is_the_plain_ensemble() -> None:
+    pairs = read_labelled_pairs(BPO)
+    questions = [p.prompt for p in pairs]
+    good, bad = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    reward = _ByAnswer({a: float(len(a)) for a in good + bad})
+    llm = _ByAnswer({a: float(a.count("e")) - float(a.count("a")) for a in good + bad})
+    plain = EnsembleJudge([reward, llm]).judge(questions, good, bad).outcomes
+    scores = EnsembleJudge([reward, llm]).scores(questions * 2, good + bad)
+    n = len(pairs)
+    assert plain == ["win" if scores[i] > scores[n + i] else "loss" for i in range(n)]
+    assert EnsembleJudge([reward, llm], share=1.0).judge(questions, good, bad).outcomes == plain
+    with pytest.raises(ValueError, match="share"):
+        EnsembleJudge([reward, llm], share=0.0)
+
+
 def test_one_pass_yes_no_equals_two_passes(smollm2: str) -> None:
     """The same P(Yes) from one forward pass as from scoring "Yes" and "No" separately."""
     from recast.config import GeneratorParams

@@ -140,6 +140,10 @@ class EvaluateParams:
     decides; 0.05 on P(Yes) made half of all labelled pairs ties)."""
     judge_max_answer_words: int | None = 200
     """Pointwise / ensemble: the judge reads at most this many words of each answer (None: all)."""
+    judge_llm_share: float = 1.0
+    """Ensemble: the share of pairs the judge LLM scores as well, those where the reward model's
+    margin is smallest; the rest are decided by the reward model alone (1: every pair, the plain
+    ensemble; a cascade below 1, EnsembleJudge)."""
     agreement_pairs: int = 64
     """Labelled pairs per source to measure the judge on (BPO-test good/bad, HH-RLHF dev, the
     whole dev split); 64 takes all of them on the embedded defaults (17, 22 and 59)."""

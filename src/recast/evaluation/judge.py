@@ -281,21 +281,56 @@ class RewardJudge:
 
 class EnsembleJudge:
     """The mean of several scorers' z-scores (each standardized over the answers judged in the
-    same call, so that a reward in nats and a probability weigh alike)."""
+    same call, so that a reward in nats and a probability weigh alike).
 
-    def __init__(self, scorers: list[Scorer], tie_margin: float = 0.0) -> None:
+    With `share` < 1 it is a cascade, to spend the expensive scorers where the cheap one is
+    unsure: the first scorer (the reward model, about 0.05 s a pair against the judge LLM's
+    2 s) scores every pair, and only the `share` of pairs where its z-score margin
+    |z(ours) − z(other)| is smallest are scored by the others too, standardized over those
+    pairs' answers and averaged with the first's z-scores as above; every other pair is decided
+    by the first scorer alone. `share` = 1 is the plain ensemble. Which pairs are routed is
+    fixed by the cheap scorer's margins alone, never by labels (docs/method.md has the
+    agreement and speed at each share)."""
+
+    def __init__(self, scorers: list[Scorer], tie_margin: float = 0.0, share: float = 1.0) -> None:
         if not scorers:
             raise ValueError("an ensemble needs at least one scorer")
-        self.scorers, self.tie_margin = scorers, tie_margin
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"the share of pairs all scorers see must be in (0, 1]: {share}")
+        self.scorers, self.tie_margin, self.share = scorers, tie_margin, share
 
     def scores(self, questions: list[str], answers: list[str]) -> list[float]:
         total = [0.0] * len(answers)
         for scorer in self.scorers:
-            s = scorer.scores(questions, answers)
-            mean = sum(s) / len(s)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in s) / len(s)) or 1.0
-            total = [t + (v - mean) / sd / len(self.scorers) for t, v in zip(total, s, strict=True)]
+            z = _standardized(scorer.scores(questions, answers))
+            total = [t + v / len(self.scorers) for t, v in zip(total, z, strict=True)]
         return total
 
     def judge(self, questions: list[str], ours: list[str], other: list[str]) -> Judged:
-        return judge_by_scores(self, questions, ours, other, self.tie_margin)
+        n = len(questions)
+        if self.share >= 1.0 or len(self.scorers) == 1 or n == 0:
+            return judge_by_scores(self, questions, ours, other, self.tie_margin)
+        first = _standardized(self.scorers[0].scores(questions + questions, ours + other))
+        margin = [first[i] - first[n + i] for i in range(n)]
+        routed = sorted(range(n), key=lambda i: (abs(margin[i]), i))[: math.ceil(self.share * n)]
+        qs = [questions[i] for i in routed]
+        answers = [ours[i] for i in routed] + [other[i] for i in routed]
+        k = len(routed)
+        for scorer in self.scorers[1:]:
+            z = _standardized(scorer.scores(qs + qs, answers))
+            for j, i in enumerate(routed):
+                margin[i] += z[j] - z[k + j]
+        for i in routed:
+            margin[i] /= len(self.scorers)
+        outcomes: list[Outcome | None] = [
+            "win" if d > self.tie_margin else "loss" if -d > self.tie_margin else "tie"
+            for d in margin
+        ]
+        return Judged(outcomes, consistent=None)
+
+
+def _standardized(values: list[float]) -> list[float]:
+    """z-scores over `values` (a constant list stays at 0)."""
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
+    return [(v - mean) / sd for v in values]

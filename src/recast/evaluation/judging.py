@@ -71,7 +71,9 @@ def judge_from(
         if ev.judge_mode == "pointwise":
             yield pointwise
         else:
-            yield EnsembleJudge([RewardJudge(reward), pointwise], ev.judge_tie_margin)
+            yield EnsembleJudge(
+                [RewardJudge(reward), pointwise], ev.judge_tie_margin, ev.judge_llm_share
+            )
     finally:
         backend.close()
 
@@ -81,6 +83,9 @@ def judge_name(params: Params) -> str:
     ev = params.evaluate
     if ev.judge_mode == "reward":
         return f"reward model on {params.reward.encoder} (reward)"
+    if ev.judge_mode == "ensemble" and ev.judge_llm_share < 1.0:
+        share = f"{100 * ev.judge_llm_share:.0f}%"
+        return f"reward model + {ev.judge_model} P(Yes) on its closest {share} (cascade)"
     if ev.judge_mode == "ensemble":
         return f"reward model + {ev.judge_model} P(Yes) (ensemble)"
     return f"{ev.judge_model} ({ev.judge_mode})"
