@@ -246,6 +246,24 @@ def test_cascade_routes_only_the_cheap_scorers_closest_pairs_to_the_others() -> 
     assert sorted(llm.asked) == sorted([good[2], bad[2]])
 
 
+def test_cascade_spends_no_llm_call_on_a_pair_with_the_same_answer_twice() -> None:
+    pairs = read_labelled_pairs(BPO, limit=4)
+    questions = [p.prompt for p in pairs]
+    good, bad = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    other = [good[0], *bad[1:]]  # pair 0: ours and the other system gave the same answer
+    reward = _ByAnswer(
+        {good[0]: 0.0}
+        | {good[i]: -0.1 * i for i in (1, 2, 3)}
+        | {bad[i]: 0.1 * i for i in (1, 2, 3)}
+    )
+    llm = _ByAnswer({a: 1.0 for a in good} | {a: -1.0 for a in bad})
+    # 0.3 of the three pairs that differ is one: pair 1, the reward model's closest; pair 0's
+    # margin is 0, and it would have taken the LLM's one call had it been counted
+    judged = EnsembleJudge([reward, llm], share=0.3).judge(questions, good, other)
+    assert judged.outcomes == ["tie", "win", "loss", "loss"]
+    assert sorted(llm.asked) == sorted([good[1], bad[1]])
+
+
 def test_cascade_at_share_one_is_the_plain_ensemble() -> None:
     pairs = read_labelled_pairs(BPO)
     questions = [p.prompt for p in pairs]

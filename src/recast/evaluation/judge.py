@@ -288,9 +288,11 @@ class EnsembleJudge:
     2 s) scores every pair, and only the `share` of pairs where its z-score margin
     |z(ours) − z(other)| is smallest are scored by the others too, standardized over those
     pairs' answers and averaged with the first's z-scores as above; every other pair is decided
-    by the first scorer alone. `share` = 1 is the plain ensemble. Which pairs are routed is
-    fixed by the cheap scorer's margins alone, never by labels (docs/method.md has the
-    agreement and speed at each share)."""
+    by the first scorer alone. The share is of the pairs whose two answers differ: ours and ORG
+    often give the same answer (a tie for every scorer, with the smallest margin of all), and
+    those would otherwise take the LLM's whole share. `share` = 1 is the plain ensemble. Which
+    pairs are routed is fixed by the cheap scorer's margins alone, never by labels
+    (docs/method.md has the agreement and speed at each share)."""
 
     def __init__(self, scorers: list[Scorer], tie_margin: float = 0.0, share: float = 1.0) -> None:
         if not scorers:
@@ -312,7 +314,10 @@ class EnsembleJudge:
             return judge_by_scores(self, questions, ours, other, self.tie_margin)
         first = _standardized(self.scorers[0].scores(questions + questions, ours + other))
         margin = [first[i] - first[n + i] for i in range(n)]
-        routed = sorted(range(n), key=lambda i: (abs(margin[i]), i))[: math.ceil(self.share * n)]
+        # the same answer twice is a tie for every scorer: it must not spend the LLM's share
+        differ = [i for i in range(n) if ours[i] != other[i]]
+        k = math.ceil(self.share * len(differ))
+        routed = sorted(differ, key=lambda i: (abs(margin[i]), i))[:k]
         qs = [questions[i] for i in routed]
         answers = [ours[i] for i in routed] + [other[i] for i in routed]
         k = len(routed)
