@@ -264,6 +264,16 @@ def test_cascade_spends_no_llm_call_on_a_pair_with_the_same_answer_twice() -> No
     assert sorted(llm.asked) == sorted([good[1], bad[1]])
 
 
+@pytest.mark.parametrize("share", ["0", "1.5"])
+def test_a_judge_llm_share_outside_0_1_is_refused_by_name(share: str) -> None:
+    from recast.config import load_params
+    from recast.evaluation.judging import judge_from
+
+    bad = load_params(None, [f"evaluate.judge_llm_share={share}"])
+    with pytest.raises(RecastError, match="evaluate.judge_llm_share"), judge_from(bad):
+        pass
+
+
 def test_cascade_at_share_one_is_the_plain_ensemble() -> None:
     pairs = read_labelled_pairs(BPO)
     questions = [p.prompt for p in pairs]

@@ -284,8 +284,8 @@ class EnsembleJudge:
     same call, so that a reward in nats and a probability weigh alike).
 
     With `share` < 1 it is a cascade, to spend the expensive scorers where the cheap one is
-    unsure: the first scorer (the reward model, about 0.05 s a pair against the judge LLM's
-    2 s) scores every pair, and only the `share` of pairs where its z-score margin
+    unsure: the first scorer (the reward model, some 25 times cheaper a pair than the judge
+    LLM) scores every pair, and only the `share` of pairs where its z-score margin
     |z(ours) − z(other)| is smallest are scored by the others too, standardized over those
     pairs' answers and averaged with the first's z-scores as above; every other pair is decided
     by the first scorer alone. The share is of the pairs whose two answers differ: ours and ORG
@@ -320,7 +320,6 @@ class EnsembleJudge:
         routed = sorted(differ, key=lambda i: (abs(margin[i]), i))[:k]
         qs = [questions[i] for i in routed]
         answers = [ours[i] for i in routed] + [other[i] for i in routed]
-        k = len(routed)
         for scorer in self.scorers[1:]:
             z = _standardized(scorer.scores(qs + qs, answers))
             for j, i in enumerate(routed):

@@ -46,6 +46,8 @@ def judge_from(
         raise RecastError(
             f"evaluate.judge_mode {ev.judge_mode!r} is not one of {', '.join(JUDGE_MODES)}"
         )
+    if not 0.0 < ev.judge_llm_share <= 1.0:
+        raise RecastError(f"evaluate.judge_llm_share must be in (0, 1]: {ev.judge_llm_share}")
     if ev.judge_mode in ("reward", "ensemble") and reward is None:
         reward = RewardModel.load(trained_dir(params.reward))
     if ev.judge_mode == "reward":
