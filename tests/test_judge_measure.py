@@ -262,6 +262,10 @@ def test_cascade_spends_no_llm_call_on_a_pair_with_the_same_answer_twice() -> No
     judged = EnsembleJudge([reward, llm], share=0.3).judge(questions, good, other)
     assert judged.outcomes == ["tie", "win", "loss", "loss"]
     assert sorted(llm.asked) == sorted([good[1], bad[1]])
+    # two systems that answered alike everywhere (ours and the ω = 0 ablation): all ties, no call
+    llm.asked = []
+    judged = EnsembleJudge([reward, llm], share=0.3).judge(questions, good, good)
+    assert judged.outcomes == ["tie"] * 4 and llm.asked == []
 
 
 @pytest.mark.parametrize("share", ["0", "1.5"])

@@ -320,7 +320,7 @@ class EnsembleJudge:
         routed = sorted(differ, key=lambda i: (abs(margin[i]), i))[:k]
         qs = [questions[i] for i in routed]
         answers = [ours[i] for i in routed] + [other[i] for i in routed]
-        for scorer in self.scorers[1:]:
+        for scorer in self.scorers[1:] if routed else []:  # every pair a tie: nothing to ask
             z = _standardized(scorer.scores(qs + qs, answers))
             for j, i in enumerate(routed):
                 margin[i] += z[j] - z[k + j]
