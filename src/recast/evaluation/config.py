@@ -143,7 +143,8 @@ class EvaluateParams:
     judge_llm_share: float = 1.0
     """Ensemble: the share of pairs the judge LLM scores as well, those where the reward model's
     margin is smallest; the rest are decided by the reward model alone (1: every pair, the plain
-    ensemble; a cascade below 1, EnsembleJudge)."""
+    ensemble; a cascade below 1, EnsembleJudge). Below 1 the reward model alone decides most
+    pairs, so Best-of-N and SR, whose answers it picked, are favoured (docs/method.md)."""
     agreement_pairs: int = 64
     """Labelled pairs per source to measure the judge on (BPO-test good/bad, HH-RLHF dev, the
     whole dev split); 64 takes all of them on the embedded defaults (17, 22 and 59)."""

@@ -251,9 +251,13 @@ def judge_by_scores(
     position consistency to report."""
     s = scorer.scores(questions + questions, ours + other)
     n = len(questions)
+    return _by_difference([a - b for a, b in zip(s[:n], s[n:], strict=True)], tie_margin)
+
+
+def _by_difference(differences: list[float], tie_margin: float) -> Judged:
+    """ "ours" wins where its score exceeds the other's by more than `tie_margin`."""
     outcomes: list[Outcome | None] = [
-        "win" if a - b > tie_margin else "loss" if b - a > tie_margin else "tie"
-        for a, b in zip(s[:n], s[n:], strict=True)
+        "win" if d > tie_margin else "loss" if -d > tie_margin else "tie" for d in differences
     ]
     return Judged(outcomes, consistent=None)
 
@@ -326,11 +330,7 @@ class EnsembleJudge:
                 margin[i] += z[j] - z[k + j]
         for i in routed:
             margin[i] /= len(self.scorers)
-        outcomes: list[Outcome | None] = [
-            "win" if d > self.tie_margin else "loss" if -d > self.tie_margin else "tie"
-            for d in margin
-        ]
-        return Judged(outcomes, consistent=None)
+        return _by_difference(margin, self.tie_margin)
 
 
 def _standardized(values: list[float]) -> list[float]:
