@@ -9,7 +9,14 @@ What runs, all through recast's code (nothing reimplemented here):
    generator;
 3. one fine-tuning step of that refiner (`recast.training.finetune`, Eq. 12 with the KL term);
 4. `recast serve`'s micro-batching: that refiner's x' for a batch of queries through
-   `recast.serve.batcher.MicroBatcher` and the serve refine path, batched against one at a time.
+   `recast.serve.batcher.MicroBatcher` and the serve refine path, batched against one at a time;
+5. the evaluation's judge (issue 11): the Bradley-Terry reward model (`recast.evaluation.reward`,
+   a MiniLM-L6-shaped encoder) trained for some steps of Eq. 4 and scoring, then the pointwise
+   judge (`recast.evaluation.judge.PointwiseJudge`) with a Qwen2.5-1.5B-shaped model as the
+   issue filed it (two passes per answer, whole answers), as before the shared prefix (one pass,
+   whole prompts), with the header and question's key/value cache shared, as `judge_from` builds
+   it now (shared on a CPU only), and the default ensemble (reward model + now), each on the
+   same pairs, cold and warm.
 
 Nothing is downloaded or read from a model cache (a GPU machine may have no network and the
 packaged models do not travel with the working tree): the models are built from a config with
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import resource
@@ -79,6 +87,32 @@ LLAMA_8B_LAYERS: dict[str, Any] = {  # meta-llama/Llama-3.1-8B's width; depth se
     "num_key_value_heads": 8,
     "tie_word_embeddings": False,
 }
+QWEN_1_5B: dict[str, Any] = {  # Qwen/Qwen2.5-Coder-1.5B-Instruct's config: the packaged judge
+    "architecture": "qwen2",
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
+MINILM_L6: dict[str, Any] = {  # sentence-transformers/all-MiniLM-L6-v2's config: r_ω's encoder
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 512,
+}
+TINY_BERT: dict[str, Any] = {
+    "vocab_size": 512,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 128,
+}
 TINY: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -111,6 +145,20 @@ class Sizes:
     ft_pairs: int
     serve_queries: int
     """Queries refined through the micro-batcher, batched (max_batch = this) and one at a time."""
+    judge: tuple[str, dict[str, Any]]
+    """(name, config fields) of the pointwise judge's LLM."""
+    judge_vocab: int
+    judge_pairs: int
+    """Questions judged, each with two answers (a pair)."""
+    judge_question_words: int
+    judge_answer_words: int
+    judge_max_answer_words: int
+    """evaluate.judge_max_answer_words: below judge_answer_words, so that the cut applies."""
+    reward_encoder: dict[str, Any]
+    """BertConfig fields of r_ω's encoder."""
+    reward_steps: int
+    reward_batch: int
+    reward_max_length: int
     matmul: int
 
 
@@ -138,6 +186,16 @@ def full_sizes(layers_8b: int) -> Sizes:
         refined_tokens=64,  # refiner.max_refined_tokens (Table 5: n_g = 64)
         ft_pairs=8,  # refiner.batch_size: one step
         serve_queries=16,  # serve.max_batch's default
+        judge=("qwen2.5-1.5b", QWEN_1_5B),
+        judge_vocab=151936,
+        judge_pairs=64,
+        judge_question_words=48,
+        judge_answer_words=240,
+        judge_max_answer_words=200,  # evaluate.judge_max_answer_words
+        reward_encoder=MINILM_L6,
+        reward_steps=100,
+        reward_batch=16,  # reward.batch_size
+        reward_max_length=256,  # reward.max_length
         matmul=8192,
     )
 
@@ -160,6 +218,16 @@ def quick_sizes() -> Sizes:
         refined_tokens=6,
         ft_pairs=2,
         serve_queries=4,
+        judge=("tiny-qwen2", {**TINY, "architecture": "qwen2"}),
+        judge_vocab=2048,
+        judge_pairs=3,
+        judge_question_words=8,
+        judge_answer_words=16,
+        judge_max_answer_words=12,
+        reward_encoder=TINY_BERT,
+        reward_steps=3,
+        reward_batch=2,
+        reward_max_length=32,
         matmul=256,
     )
 
@@ -257,15 +325,17 @@ def part(name: str, device: str, parts: list[Part]) -> Iterator[Part]:
 
 
 def synthetic_tokenizer(size: int) -> Any:
-    """A word-level tokenizer of `size` tokens: specials, then `t0`, `t1`, …; any other word is
-    <unk>. Built in memory, so the check needs no tokenizer files; a chat template makes it
-    usable by recast's chat_ids."""
+    """A word-level tokenizer of `size` tokens: specials, then `t0`, `t1`, …, and last the words
+    `Yes` and `No` (the pointwise judge reads their logits); any other word is <unk>. Built in
+    memory, so the check needs no tokenizer files; a chat template makes it usable by recast's
+    chat_ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
     vocab = {t: i for i, t in enumerate(specials)}
-    vocab.update({f"t{i}": len(specials) + i for i in range(size - len(specials))})
+    words = [f"t{i}" for i in range(size - len(specials) - 2)] + ["Yes", "No"]
+    vocab.update({w: len(specials) + i for i, w in enumerate(words)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
@@ -304,24 +374,32 @@ def load_tokenizer(kind: str, vocab: int) -> tuple[Any, str]:
 
 
 def build_model(shape: dict[str, Any], vocab: int, tokenizer: Any, dtype: Any, device: str) -> Any:
-    """A LlamaForCausalLM with random weights, made directly in `dtype` on `device` (no fp32
-    copy of billions of weights on the host first)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A causal LM with random weights (Llama, or Qwen2 where `shape` says "architecture":
+    "qwen2"), made directly in `dtype` on `device` (no fp32 copy of billions of weights on the
+    host first)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config = LlamaConfig(
+    fields = dict(shape)
+    qwen2 = fields.pop("architecture", "llama") == "qwen2"
+    config = (Qwen2Config if qwen2 else LlamaConfig)(
         vocab_size=vocab,
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **shape,
+        **fields,
     )
+    return _made_on(Qwen2ForCausalLM if qwen2 else LlamaForCausalLM, config, dtype, device)
+
+
+def _made_on(cls: Any, config: Any, dtype: Any, device: str) -> Any:
+    import torch
+
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config)
+            model = cls(config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
@@ -346,13 +424,15 @@ def flop_counts(model: Any) -> tuple[int, int, int, int]:
 class Texts:
     """Random token sequences as text in the tokenizer's own words."""
 
-    def __init__(self, tokenizer: Any, seed: int) -> None:
+    def __init__(self, tokenizer: Any, seed: int, high: int | None = None) -> None:
         import numpy as np
 
         self.tokenizer = tokenizer
         self.rng = np.random.default_rng(seed)
         self.low = max(tokenizer.all_special_ids) + 1  # specials come first in both tokenizers
-        self.high = tokenizer.vocab_size  # the base vocabulary, without added tokens
+        # the base vocabulary, without added tokens; `high` keeps to the words that a smaller
+        # synthetic tokenizer (the reward model's) knows as well
+        self.high = min(tokenizer.vocab_size, high or tokenizer.vocab_size)
 
     def __call__(self, n: int) -> str:
         ids = self.rng.integers(self.low, self.high, n).tolist()
@@ -679,6 +759,157 @@ def run_serve_part(refiner: Any, texts: Texts, sizes: Sizes, device: str, record
     )
 
 
+def run_reward_part(texts: Texts, sizes: Sizes, device: str, record: Part) -> Any:
+    """r_ω as `recast reward` trains it (Eq. 4, AdamW, fp32 as on the CPU, the encoder
+    fine-tuned) for `reward_steps` steps, then its scoring; returns the trained RewardModel.
+    Its tokenizer is a synthetic one of the encoder's vocabulary (MiniLM's is never fetched)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from recast.config import Params
+    from recast.evaluation.reward import RewardModel, train_reward
+
+    rp = Params().reward
+    tokenizer = synthetic_tokenizer(sizes.reward_encoder["vocab_size"])
+    torch.manual_seed(200)
+    encoder = _made_on(BertModel, BertConfig(**sizes.reward_encoder), torch.float32, device)
+    model = RewardModel(encoder, tokenizer, sizes.reward_max_length).to(device)
+    words = Texts(tokenizer, seed=1)
+    pairs = make_pairs(
+        words, sizes.reward_steps * sizes.reward_batch, sizes.judge_question_words,
+        sizes.judge_answer_words,
+    )  # fmt: skip
+    record.figures["params"] = n_params(model)
+    t0 = time.perf_counter()
+    losses = train_reward(model, pairs, epochs=1, lr=rp.lr, batch_size=sizes.reward_batch)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    if len(losses) != sizes.reward_steps or not all(math.isfinite(x) for x in losses):
+        raise RuntimeError(f"reward training: {len(losses)} steps, losses {losses[:3]} …")
+    questions = [p.prompt for p in pairs for _ in (0, 1)]
+    answers = [a for p in pairs for a in (p.chosen, p.rejected)]
+    model.score(questions[:4], answers[:4])  # warm-up: eval-mode shapes
+    sync(device)
+    t1 = time.perf_counter()
+    scores = model.score(questions, answers)
+    sync(device)
+    scoring = time.perf_counter() - t1
+    record.figures["reward"] = {
+        "steps": len(losses),
+        "batch": sizes.reward_batch,
+        "max_length": sizes.reward_max_length,
+        "seconds": seconds,
+        "seconds_per_100_steps": 100 * seconds / len(losses),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "scored": len(scores),
+        "scored_per_s": len(scores) / scoring,
+    }
+    print(
+        f"  reward   : {n_params(model) / 1e6:.1f} M parameters, {len(losses)} steps of Eq. 4 "
+        f"(batch {sizes.reward_batch}, ≤{sizes.reward_max_length} tokens, fp32) in "
+        f"{seconds:.2f} s = {100 * seconds / len(losses):.1f} s per 100 steps (loss "
+        f"{losses[0]:.3f} -> {losses[-1]:.3f}); scoring {len(scores) / scoring:,.0f} answers/s",
+        flush=True,
+    )
+    return model
+
+
+WAYS = ("filed", "today", "shared", "now", "ensemble")
+"""The pointwise judge as filed (two passes per answer, whole answers), before the shared prefix
+(one pass, whole prompts), with the prefix always shared, as `judge_from` builds it now (the
+prefix shared where the backend says it pays), and the default ensemble (r_ω + now)."""
+
+
+class _ScoreOnly:
+    """The backend seen through `score` alone, as the judge issue 11 was filed against used
+    it: PointwiseJudge then runs one pass for "Yes" and one for "No" per answer."""
+
+    def __init__(self, backend: Any) -> None:
+        self.score = backend.score
+
+
+def run_judge_part(
+    model: Any, tokenizer: Any, reward: Any, texts: Texts, sizes: Sizes, args: argparse.Namespace,
+    record: Part,
+) -> None:  # fmt: skip
+    """The pointwise judge the five WAYS on the same pairs, each timed cold and then warm (a
+    fresh judge and an emptied prefix cache, so the warm pass recomputes everything but meets
+    shapes it has seen). Also how far the
+    one-pass log-odds are from the two-pass ones and the shared-prefix ones from whole prompts,
+    in bf16, beside the spread of the log-odds themselves."""
+    import statistics
+
+    from recast.config import GeneratorParams
+    from recast.evaluation.judge import EnsembleJudge, PointwiseJudge, RewardJudge
+    from recast.generator.local import LocalGenerator
+
+    params = GeneratorParams(model=f"random:{sizes.judge[0]}", batch_size=args.batch_size)
+    gen = LocalGenerator(params, model=model, tokenizer=tokenizer)
+    n, cut = sizes.judge_pairs, sizes.judge_max_answer_words
+    questions = [texts(sizes.judge_question_words) for _ in range(n)]
+    ours = [texts(sizes.judge_answer_words) for _ in range(n)]
+    other = [texts(sizes.judge_answer_words) for _ in range(n)]
+    record.figures["params"] = n_params(model)
+
+    def pointwise(way: str) -> PointwiseJudge:
+        if way == "filed":
+            return PointwiseJudge(_ScoreOnly(gen), max_answer_words=None, share_prefix=False)
+        share = {"today": False, "shared": True}.get(way)  # now: as judge_from builds it
+        return PointwiseJudge(gen, max_answer_words=cut, share_prefix=share)
+
+    figures: dict[str, Any] = {"pairs": n, "answer_words": sizes.judge_answer_words, "cut": cut}
+    log_odds: dict[str, list[float]] = {}
+    figures["now_shares_prefix"] = pointwise("now").share_prefix
+    for way in WAYS:
+        for state in ("cold", "warm"):
+            gen._kv_cache.clear()  # the warm pass computes the prefixes again
+            point = pointwise("now" if way == "ensemble" else way)
+            judge: Any = EnsembleJudge([RewardJudge(reward), point]) if way == "ensemble" else point
+            sync(gen.device.type)
+            t0 = time.perf_counter()
+            judged = judge.judge(questions, ours, other)
+            sync(gen.device.type)
+            seconds = time.perf_counter() - t0
+            figures[f"{way}_{state}_pairs_per_s"] = n / seconds
+        figures[f"{way}_outcomes"] = dict(judged.counts())
+        if way != "ensemble":
+            log_odds[way] = point.log_odds(questions + questions, ours + other)  # cached
+    for way in WAYS[1:]:
+        for base in ("filed", "today"):
+            if way != base:
+                figures[f"{way}_over_{base}_warm"] = (
+                    figures[f"{way}_warm_pairs_per_s"] / figures[f"{base}_warm_pairs_per_s"]
+                )
+    # the filed judge reads whole answers, the others the cut ones: compare like with like
+    whole = PointwiseJudge(gen, max_answer_words=None, share_prefix=False)
+    one_pass_whole = whole.log_odds(questions + questions, ours + other)
+    figures["log_odds_std"] = statistics.pstdev(log_odds["today"])
+    figures["max_diff_one_vs_two_passes"] = max(
+        abs(a - b) for a, b in zip(one_pass_whole, log_odds["filed"], strict=True)
+    )
+    figures["max_diff_shared_vs_whole_prompts"] = max(
+        abs(a - b) for a, b in zip(log_odds["shared"], log_odds["today"], strict=True)
+    )
+    record.figures["judge"] = figures
+    rates = "; ".join(
+        f"{way} {figures[f'{way}_cold_pairs_per_s']:.1f} / {figures[f'{way}_warm_pairs_per_s']:.1f}"
+        for way in WAYS
+    )
+    print(
+        f"  judge    : {n} pairs, answers {sizes.judge_answer_words} words (cut at {cut} except "
+        f"filed); pairs/s cold / warm: {rates}; warm, now over filed "
+        f"{figures['now_over_filed_warm']:.1f}x (shares the prefix: "
+        f"{figures['now_shares_prefix']}), ensemble over filed "
+        f"{figures['ensemble_over_filed_warm']:.1f}x, shared over today "
+        f"{figures['shared_over_today_warm']:.1f}x; log-odds: spread (std) "
+        f"{figures['log_odds_std']:.3g}, one pass vs two passes max |Δ| "
+        f"{figures['max_diff_one_vs_two_passes']:.3g}, shared prefix vs whole prompts max |Δ| "
+        f"{figures['max_diff_shared_vs_whole_prompts']:.3g}",
+        flush=True,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -774,6 +1005,25 @@ def main(argv: list[str] | None = None) -> int:
         if refiner is None:
             raise RuntimeError("skipped: the refiner could not be built")
         run_serve_part(refiner, texts, sizes, device, record)
+    refiner = None
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+    reward: Any = None
+    encoder_name = "MiniLM-L6" if sizes.reward_encoder is MINILM_L6 else "tiny BERT"
+    with part(f"reward model (encoder {encoder_name})", device, parts) as record:
+        reward = run_reward_part(Texts(tokenizer, seed=2), sizes, device, record)
+    jname, jshape = sizes.judge
+    with part(f"judge (pointwise {jname}, ensemble with r_ω)", device, parts) as record:
+        if reward is None:
+            raise RuntimeError("skipped: the reward model failed")
+        torch.manual_seed(300)
+        judge_vocab = max(sizes.judge_vocab, len(tokenizer))
+        model = build_model(jshape, judge_vocab, tokenizer, dtype, device)
+        # words the reward model's synthetic tokenizer knows too, so r_ω reads the same text
+        words = Texts(tokenizer, seed=3, high=sizes.reward_encoder["vocab_size"] - 2)
+        run_judge_part(model, tokenizer, reward, words, sizes, args, record)
+    model = None
 
     total = time.perf_counter() - started
     failed = [p.name for p in parts if p.error]

@@ -53,6 +53,8 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
         "search   :",
         "finetune :",
         "serve    :",
+        "reward   :",
+        "judge    :",
         "total wall",
     ):
         assert line in proc.stdout, proc.stdout
@@ -65,6 +67,8 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
         "CMA-ES iteration (refiner tiny, generator tiny)",
         "fine-tuning step (refiner tiny)",
         "serve micro-batching (refiner tiny)",
+        "reward model (encoder tiny BERT)",
+        "judge (pointwise tiny-qwen2, ensemble with r_ω)",
     ]
     assert all(p["error"] is None for p in report["parts"])
     for name in ("generator tiny", "generator tiny-wide"):
@@ -95,6 +99,20 @@ def test_quick_cpu_run_goes_through_recast_code_and_reports_figures(tmp_path: Pa
         assert serve[f"single_{state}_batches"] == [1, 1, 1, 1]
         assert sum(serve[f"batched_{state}_batches"]) == 4
         assert max(serve[f"batched_{state}_batches"]) > 1
+    reward = parts["reward model (encoder tiny BERT)"]["figures"]["reward"]
+    assert reward["steps"] == 3 and reward["seconds_per_100_steps"] > 0
+    assert math.isfinite(reward["last_loss"]) and reward["scored"] == 3 * 2 * 2
+    judge = parts["judge (pointwise tiny-qwen2, ensemble with r_ω)"]["figures"]["judge"]
+    assert judge["pairs"] == 3 and judge["cut"] < judge["answer_words"]
+    assert judge["now_shares_prefix"] is True  # on the CPU: the default shares it
+    for way in ("filed", "today", "shared", "now", "ensemble"):
+        assert judge[f"{way}_cold_pairs_per_s"] > 0 and judge[f"{way}_warm_pairs_per_s"] > 0
+        assert sum(judge[f"{way}_outcomes"].values()) == 3
+    # the same log-odds by every path, up to bf16 rounding: far below their spread over answers
+    # (a prefix cache at the wrong positions, or another token's logit, moves them as much)
+    assert judge["log_odds_std"] > 0
+    assert judge["max_diff_shared_vs_whole_prompts"] < 0.25 * judge["log_odds_std"]
+    assert judge["max_diff_one_vs_two_passes"] < 0.25 * judge["log_odds_std"]
 
 
 def test_a_failing_part_is_reported_the_rest_still_runs_and_the_exit_is_nonzero(

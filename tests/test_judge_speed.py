@@ -41,6 +41,30 @@ def test_shared_prefix_log_odds_equal_the_full_pass(smollm2: str) -> None:
     assert np.allclose(cut, reference.log_odds(questions[:4], answers[:4]), atol=1e-4)
 
 
+def test_the_prefix_is_shared_by_default_on_a_cpu_only() -> None:
+    """The default follows the device: the shared prefix saves compute on a CPU and, splitting
+    batches, cost 10x on an H100 (reports/gpu_check); an explicit choice still stands."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from recast.config import GeneratorParams
+    from recast.generator.local import LocalGenerator
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    params = GeneratorParams(model="random")
+    on_cpu = LocalGenerator(params, model=LlamaForCausalLM(config), tokenizer=object())
+    with torch.device("meta"):  # a device that is not the CPU, as a GPU is
+        elsewhere = LocalGenerator(params, model=LlamaForCausalLM(config), tokenizer=object())
+    assert on_cpu.shares_prefixes and not elsewhere.shares_prefixes
+    assert PointwiseJudge(on_cpu).share_prefix is True
+    assert PointwiseJudge(elsewhere).share_prefix is False
+    assert PointwiseJudge(elsewhere, share_prefix=True).share_prefix is True
+    assert PointwiseJudge(on_cpu, share_prefix=False).share_prefix is False
+
+
 @pytest.mark.slow
 def test_head_only_reward_model_beats_chance_on_held_out_pairs(minilm: str) -> None:
     """The frozen-encoder reward model (features computed once, the head fitted on them) ranks

@@ -147,7 +147,8 @@ class PointwiseJudge:
     With `share_prefix` (and a backend that takes `prefixes`, the local one), the prompt's
     header and the question are run once and only each answer's part after them: the header
     and question are about 40 % of a judge prompt's tokens, and every system's answer to a
-    question repeats them.
+    question repeats them. None (the default) shares them where the backend says it pays
+    (`shares_prefixes`: on a CPU, not on a GPU, where batching whole prompts is faster).
 
     With a `store` (a JSON file) the log-odds also outlive the process: each is kept under the
     digest of its prompt, the file under `store_key` (what names the judge model), and a
@@ -161,11 +162,13 @@ class PointwiseJudge:
         generator: Generator,
         tie_margin: float = 0.0,
         max_answer_words: int | None = 200,
-        share_prefix: bool = True,
+        share_prefix: bool | None = None,
         store: Path | None = None,
         store_key: str = "",
     ) -> None:
         self.generator, self.tie_margin = generator, tie_margin
+        if share_prefix is None:
+            share_prefix = bool(getattr(generator, "shares_prefixes", False))
         self.max_answer_words, self.share_prefix = max_answer_words, share_prefix
         self.store, self.store_key = store, store_key
         # by the prompt's digest: "ours" meets every other system, so score it once
