@@ -759,7 +759,7 @@ def run_serve_part(refiner: Any, texts: Texts, sizes: Sizes, device: str, record
     )
 
 
-def run_reward_part(texts: Texts, sizes: Sizes, device: str, record: Part) -> Any:
+def run_reward_part(sizes: Sizes, device: str, record: Part) -> Any:
     """r_ω as `recast reward` trains it (Eq. 4, AdamW, fp32 as on the CPU, the encoder
     fine-tuned) for `reward_steps` steps, then its scoring; returns the trained RewardModel.
     Its tokenizer is a synthetic one of the encoder's vocabulary (MiniLM's is never fetched)."""
@@ -835,9 +835,8 @@ def run_judge_part(
 ) -> None:  # fmt: skip
     """The pointwise judge the five WAYS on the same pairs, each timed cold and then warm (a
     fresh judge and an emptied prefix cache, so the warm pass recomputes everything but meets
-    shapes it has seen). Also how far the
-    one-pass log-odds are from the two-pass ones and the shared-prefix ones from whole prompts,
-    in bf16, beside the spread of the log-odds themselves."""
+    shapes it has seen). Also how far the one-pass log-odds are from the two-pass ones and the
+    shared-prefix ones from whole prompts, in bf16, beside the spread of the log-odds."""
     import statistics
 
     from recast.config import GeneratorParams
@@ -1012,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     reward: Any = None
     encoder_name = "MiniLM-L6" if sizes.reward_encoder is MINILM_L6 else "tiny BERT"
     with part(f"reward model (encoder {encoder_name})", device, parts) as record:
-        reward = run_reward_part(Texts(tokenizer, seed=2), sizes, device, record)
+        reward = run_reward_part(sizes, device, record)
     jname, jshape = sizes.judge
     with part(f"judge (pointwise {jname}, ensemble with r_ω)", device, parts) as record:
         if reward is None:
