@@ -15,10 +15,11 @@ BPO = SAMPLES / "eval-samples" / "bpo_test.json"
 
 @pytest.mark.slow
 def test_shared_prefix_log_odds_equal_the_full_pass(smollm2: str) -> None:
-    """Header and question run once (and kept for the next call), each answer's rest on that
-    cache: the same log-odds as running every whole prompt, on real BPO-test pairs."""
+    """The header runs once (and is kept for the next call), every prompt's rest on its cache
+    in batches across questions: the same log-odds as running every whole prompt, on real
+    BPO-test pairs."""
     from recast.config import GeneratorParams
-    from recast.generator.local import LocalGenerator
+    from recast.generator.local import LocalGenerator, chat_ids
 
     generator = LocalGenerator(GeneratorParams(model=smollm2, batch_size=4))
     pairs = read_labelled_pairs(BPO, limit=4)
@@ -28,15 +29,15 @@ def test_shared_prefix_log_odds_equal_the_full_pass(smollm2: str) -> None:
     shared = PointwiseJudge(generator).log_odds(questions, answers)
     assert np.allclose(shared, full, atol=1e-4)
     assert len(set(np.round(full, 4))) == len(full)  # the answers are told apart
-    # the header once, then one entry per question
-    assert len(generator._kv_cache) == 1 + len(pairs)
-    header = min(generator._kv_cache, key=len)
-    assert all(key[: len(header)] == header for key in generator._kv_cache)
+    # one cache entry: the header, the same tokens every prompt begins with
+    (header,) = generator._kv_cache
+    prompt = PointwiseJudge(generator).prompt(questions[0], answers[0])
+    assert list(header) == chat_ids(generator.tokenizer, prompt)[: len(header)]
 
-    # a later call (another system's answers to the same questions) reuses the cached prefixes
+    # a later call (another system's answers) reuses the cached header
     later = PointwiseJudge(generator, max_answer_words=30)
     cut = later.log_odds(questions[:4], answers[:4])
-    assert len(generator._kv_cache) == 1 + len(pairs)
+    assert list(generator._kv_cache) == [header]
     reference = PointwiseJudge(generator, max_answer_words=30, share_prefix=False)
     assert np.allclose(cut, reference.log_odds(questions[:4], answers[:4]), atol=1e-4)
 

@@ -145,9 +145,10 @@ class PointwiseJudge:
     answer, which caps its cost and how much sheer length can sway it.
 
     With `share_prefix` (and a backend that takes `prefixes`, the local one), the prompt's
-    header and the question are run once and only each answer's part after them: the header
-    and question are about 40 % of a judge prompt's tokens, and every system's answer to a
-    question repeats them. None (the default) shares them where the backend says it pays
+    fixed header (chat template and instructions, 45 of a BPO-test prompt's 150 tokens) is run
+    once and every prompt's rest on its key/value cache, batched across questions. Sharing each
+    question too split the batches by question and measured slower on a CPU (docs/method.md,
+    "Speed"). None (the default) shares the header where the backend says it pays
     (`shares_prefixes`: on a CPU, not on a GPU, where batching whole prompts is faster).
 
     With a `store` (a JSON file) the log-odds also outlive the process: each is kept under the
@@ -191,13 +192,8 @@ class PointwiseJudge:
     def prompt(self, question: str, answer: str) -> str:
         return POINTWISE.format(question=question, answer=cut(answer, self.max_answer_words))
 
-    @staticmethod
-    def prefixes(question: str) -> tuple[str, str]:
-        """The texts every POINTWISE prompt about `question` begins with: the fixed header,
-        then the header and the question."""
-        return POINTWISE.split("{question}")[0], POINTWISE.split("{answer}")[0].format(
-            question=question
-        )
+    header = POINTWISE.split("{question}")[0]
+    """The text every POINTWISE prompt begins with."""
 
     def log_odds(self, questions: list[str], answers: list[str]) -> list[float]:
         """log p(Yes) − log p(No) per answer: P(Yes)'s order without its saturation (two
@@ -205,12 +201,11 @@ class PointwiseJudge:
         z-score can no longer tell apart)."""
         prompts = [self.prompt(q, a) for q, a in zip(questions, answers, strict=True)]
         keys = [io.digest(p) for p in prompts]
-        question_of = dict(zip(prompts, questions, strict=True))
         todo = sorted({p for p, k in zip(prompts, keys, strict=True) if k not in self.cache})
         if todo:
             one_pass = getattr(self.generator, "first_token_logprobs", None)
             if one_pass is not None and self.share_prefix and _takes(one_pass, "prefixes"):
-                shared = [self.prefixes(question_of[p]) for p in todo]
+                shared = [(self.header,)] * len(todo)
                 yes, no = zip(*one_pass(todo, ["Yes", "No"], prefixes=shared), strict=True)
             elif one_pass is not None:  # both logits from one forward pass
                 yes, no = zip(*one_pass(todo, ["Yes", "No"]), strict=True)

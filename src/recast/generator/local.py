@@ -71,9 +71,10 @@ class LocalGenerator:
     @property
     def shares_prefixes(self) -> bool:
         """Whether `first_token_logprobs(prefixes=…)` pays on this device. On a CPU compute is
-        the cost, and running each question once saved 1.4-1.5x (docs/method.md); on a GPU it
-        splits the batches into one question's answers each, and measured 10x slower than
-        whole prompts batched (H100, reports/gpu_check: 12.6 vs 135 pairs/s)."""
+        the cost, and the judge's shared header made it 1.35x faster than whole prompts
+        (docs/method.md, "Speed"); on an H100 whole prompts batched stayed faster: 179 pairs/s
+        against 158 with the header shared, and 22 with each question shared too
+        (reports/gpu_check)."""
         return self.device.type == "cpu"
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
