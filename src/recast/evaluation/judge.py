@@ -192,7 +192,7 @@ class PointwiseJudge:
     def prompt(self, question: str, answer: str) -> str:
         return POINTWISE.format(question=question, answer=cut(answer, self.max_answer_words))
 
-    header = POINTWISE.split("{question}")[0]
+    header: str = POINTWISE.split("{question}")[0]
     """The text every POINTWISE prompt begins with."""
 
     def log_odds(self, questions: list[str], answers: list[str]) -> list[float]:
