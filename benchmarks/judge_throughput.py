@@ -6,11 +6,11 @@ for "Yes", one for "No", through the backend's `score`), whole answers, OpenMP's
 bf16 weights on a CPU with avx512_bf16, the Yes/No logits in fp32, one forward pass per answer,
 answers cut to evaluate.judge_max_answer_words, every whole prompt run) under OpenMP's default
 wait policy (threads spin 300,000 rounds at each barrier before sleeping). "Now": the same
-model and weights with the header and question's key/value cache shared by the answers to a
-question, and OpenMP threads that wait passively (recast sets OMP_WAIT_POLICY=PASSIVE). The
-wait policy is fixed when OpenMP starts, so each judge runs in its own process, one after the
-other, on the same labelled pairs; each prints its agreement, and each baseline's verdicts are
-compared with now's pair by pair. Usage:
+model and weights with the judge header's key/value cache shared by every prompt (on a CPU;
+the rest of each prompt batched across questions), and OpenMP threads that wait passively
+(recast sets OMP_WAIT_POLICY=PASSIVE). The wait policy is fixed when OpenMP starts, so each
+judge runs in its own process, one after the other, on the same labelled pairs; each prints its
+agreement, and each baseline's verdicts are compared with now's pair by pair. Usage:
 
     python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
 

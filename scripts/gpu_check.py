@@ -862,7 +862,7 @@ def run_judge_part(
     figures["now_shares_prefix"] = pointwise("now").share_prefix
     for way in WAYS:
         for state in ("cold", "warm"):
-            gen._kv_cache.clear()  # the warm pass computes the prefixes again
+            gen._kv_cache.clear()  # the warm pass computes the header again
             point = pointwise("now" if way == "ensemble" else way)
             judge: Any = EnsembleJudge([RewardJudge(reward), point]) if way == "ensemble" else point
             sync(gen.device.type)

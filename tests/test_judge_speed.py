@@ -43,8 +43,8 @@ def test_shared_prefix_log_odds_equal_the_full_pass(smollm2: str) -> None:
 
 
 def test_the_prefix_is_shared_by_default_on_a_cpu_only() -> None:
-    """The default follows the device: the shared prefix saves compute on a CPU and, splitting
-    batches, cost 10x on an H100 (reports/gpu_check); an explicit choice still stands."""
+    """The default follows the device: the shared header saves compute on a CPU, and on an H100
+    whole prompts batched were faster (reports/gpu_check); an explicit choice still stands."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -144,7 +144,7 @@ class PointwiseJudge:
     Answers are cut to `max_answer_words` first: the judge then reads the same budget of every
     answer, which caps its cost and how much sheer length can sway it.
 
-    With `share_prefix` (and a backend that takes `prefixes`, the local one), the prompt's
+    With `share_prefix` (and a backend that takes a `prefix`, the local one), the prompt's
     fixed header (chat template and instructions, 45 of a BPO-test prompt's 150 tokens) is run
     once and every prompt's rest on its key/value cache, batched across questions. Sharing each
     question too split the batches by question and measured slower on a CPU (docs/method.md,
@@ -204,9 +204,8 @@ class PointwiseJudge:
         todo = sorted({p for p, k in zip(prompts, keys, strict=True) if k not in self.cache})
         if todo:
             one_pass = getattr(self.generator, "first_token_logprobs", None)
-            if one_pass is not None and self.share_prefix and _takes(one_pass, "prefixes"):
-                shared = [(self.header,)] * len(todo)
-                yes, no = zip(*one_pass(todo, ["Yes", "No"], prefixes=shared), strict=True)
+            if one_pass is not None and self.share_prefix and _takes(one_pass, "prefix"):
+                yes, no = zip(*one_pass(todo, ["Yes", "No"], prefix=self.header), strict=True)
             elif one_pass is not None:  # both logits from one forward pass
                 yes, no = zip(*one_pass(todo, ["Yes", "No"]), strict=True)
             else:  # a backend that only scores targets: one pass each (http, vLLM)

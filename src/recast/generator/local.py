@@ -52,9 +52,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class LocalGenerator:
     """A frozen causal LM behind `generate` / `score`; nothing outside reaches its weights."""
 
-    prefix_cache_size = 64
-    """Prompt prefixes whose key/value caches are kept (a 1.5B model's 60-token question
-    prefix is about 2 MB in bf16): a set's questions fit, so each is computed once per set."""
+    prefix_cache_size = 8
+    """Prompt prefixes whose key/value caches are kept (a 1.5B model's 45-token judge header
+    is about 1.3 MB in bf16): one per judge prompt in use."""
 
     def __init__(self, params: GeneratorParams, model: Any = None, tokenizer: Any = None) -> None:
         self.params = params
@@ -64,16 +64,16 @@ class LocalGenerator:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = next(self.model.parameters()).device
-        # token prefix -> per-layer (keys, values): see first_token_logprobs(prefixes=…)
+        # token prefix -> per-layer (keys, values): see first_token_logprobs(prefix=…)
         self._kv_cache: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]]
         self._kv_cache = OrderedDict()
 
     @property
     def shares_prefixes(self) -> bool:
-        """Whether `first_token_logprobs(prefixes=…)` pays on this device. On a CPU compute is
-        the cost, and the judge's shared header made it 1.35x faster than whole prompts
-        (docs/method.md, "Speed"); on an H100 whole prompts batched stayed faster: 179 pairs/s
-        against 158 with the header shared, and 22 with each question shared too
+        """Whether `first_token_logprobs(prefix=…)` pays on this device. On a CPU compute is
+        the cost: the default ensemble with the judge's header shared took 102 s on 20 BPO-test
+        pairs, the pointwise judge on whole prompts 138 s (docs/method.md, "Speed"); on an H100
+        whole prompts batched stayed faster: 179 pairs/s against 158 with the header shared
         (reports/gpu_check)."""
         return self.device.type == "cpu"
 
@@ -216,7 +216,7 @@ class LocalGenerator:
         self,
         prompts: list[str],
         options: list[str],
-        prefixes: list[tuple[str, ...]] | None = None,
+        prefix: str | None = None,
     ) -> list[list[float]]:
         """log p(option's first token | chat(prompt)) for every option, from one forward pass
         per prompt: a Yes/No judge needs both logits at the same position, not a pass each.
@@ -226,13 +226,13 @@ class LocalGenerator:
         P(Yes). Only the normalizer (logsumexp over the vocabulary) comes from the model's own
         dtype, and it cancels in any difference of two options' log-probabilities.
 
-        `prefixes[i]`: texts that prompts[i] begins with, shortest first (a judge's fixed
-        header, then header + question). Their key/value caches are computed once, kept for
-        later calls, and only the rest of each prompt is run (see `_prefix_kv`)."""
+        `prefix`: a text every prompt begins with (a judge's fixed header). Its key/value cache
+        is computed once and kept for later calls, and only the rest of each prompt is run, in
+        batches across prompts (see `_prefix_kv`)."""
         index = torch.tensor(self._first_tokens(options), device=self.device)
         heads = self._encode(prompts)
-        if prefixes is not None:
-            return self._first_token_logprobs_shared(heads, prefixes, index)
+        if prefix is not None:
+            return self._first_token_logprobs_shared(heads, prefix, index)
 
         def run(batch: list[int]) -> list[list[float]]:
             ids, mask = self._pad([heads[i] for i in batch], left=False)
@@ -267,57 +267,44 @@ class LocalGenerator:
         forward = inspect.signature(self.model.get_decoder().forward).parameters
         return {"cache" if "cache" in forward else "past_key_values": cache}
 
-    def _prefix_kv(self, levels: list[tuple[int, ...]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (keys, values) of the longest of `levels` (nested token prefixes, shortest
-        first), each level extended from the one before and kept in an LRU cache: the judge's
-        header is computed once per process, a question once however many answers it has."""
+    def _prefix_kv(self, ids: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (keys, values) of the token prefix `ids`, kept in an LRU cache: a judge's
+        header is computed once per process."""
         from transformers import DynamicCache
 
-        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        done = 0
-        for ids in levels:
-            if len(ids) <= done:
-                continue
-            cached = self._kv_cache.get(ids)
-            if cached is None:
-                cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
-                new = torch.tensor([ids[done:]], device=self.device)
-                self.model.get_decoder()(input_ids=new, use_cache=True, **self._with_cache(cache))
-                cached = [(layer.keys, layer.values) for layer in cache.layers]
-                self._kv_cache[ids] = cached
-                while len(self._kv_cache) > self.prefix_cache_size:
-                    self._kv_cache.popitem(last=False)
-            self._kv_cache.move_to_end(ids)
-            kv, done = cached, len(ids)
-        return kv
+        cached = self._kv_cache.get(ids)
+        if cached is None:
+            cache = DynamicCache()
+            new = torch.tensor([ids], device=self.device)
+            self.model.get_decoder()(input_ids=new, use_cache=True, **self._with_cache(cache))
+            cached = [(layer.keys, layer.values) for layer in cache.layers]
+            self._kv_cache[ids] = cached
+            while len(self._kv_cache) > self.prefix_cache_size:
+                self._kv_cache.popitem(last=False)
+        self._kv_cache.move_to_end(ids)
+        return cached
 
     def _first_token_logprobs_shared(
-        self, heads: list[list[int]], prefixes: list[tuple[str, ...]], index: torch.Tensor
+        self, heads: list[list[int]], prefix: str, index: torch.Tensor
     ) -> list[list[float]]:
         from transformers import DynamicCache
 
-        if len(prefixes) != len(heads):
-            raise GeneratorError(f"{len(heads)} prompts but {len(prefixes)} prefix tuples")
-        # A level's tokens are the longest common prefix of the full prompt's tokens and of the
-        # level text's: the same ids give the same keys and values, whatever the tokenizer
-        # does at the boundary. At least one token of each prompt is left to run.
-        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for i, (head, texts) in enumerate(zip(heads, prefixes, strict=True)):
-            levels = []
-            for text in texts:
-                n = _common_prefix(head[: len(head) - 1], chat_ids(self.tokenizer, text))
-                levels.append(tuple(head[:n]))
-            groups.setdefault(tuple(levels), []).append(i)
+        # The shared tokens are the longest common prefix of each prompt's tokens and the
+        # prefix text's: the same ids give the same keys and values, whatever the tokenizer
+        # does at the boundary (prompts are grouped by that length; usually one group). At
+        # least one token of each prompt is left to run.
+        pre = chat_ids(self.tokenizer, prefix)
+        groups: dict[int, list[int]] = {}
+        for i, head in enumerate(heads):
+            groups.setdefault(_common_prefix(head[: len(head) - 1], pre), []).append(i)
         out: list[list[float]] = [[] for _ in heads]
         budget = self._budget()
-        for levels, members in groups.items():
-            kv = self._prefix_kv(list(levels))
-            start = max((len(ids) for ids in levels), default=0)
-            rests = {i: heads[i][start:] for i in members}
-            order = sorted(members, key=lambda i: len(rests[i]))
-            lengths = [len(rests[i]) for i in order]
+        for start, members in groups.items():
+            kv = self._prefix_kv(tuple(pre[:start])) if start else []
+            order = sorted(members, key=lambda i: len(heads[i]))
+            lengths = [len(heads[i]) - start for i in order]
             for batch in _batches(order, lengths, self.params.batch_size, budget):
-                ids, mask = self._pad([rests[i] for i in batch], left=False)
+                ids, mask = self._pad([heads[i][start:] for i in batch], left=False)
                 b = len(batch)
                 # the prefix's rows are views, not copies: the cache concatenates onto them
                 rows_kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
@@ -328,7 +315,7 @@ class LocalGenerator:
                 hidden = self.model.get_decoder()(
                     input_ids=ids, attention_mask=full, use_cache=True, **self._with_cache(cache)
                 ).last_hidden_state
-                last = torch.tensor([len(rests[i]) - 1 for i in batch], device=self.device)
+                last = torch.tensor([len(heads[i]) - start - 1 for i in batch], device=self.device)
                 rows = self._option_logprobs(
                     hidden[torch.arange(b, device=self.device), last], index
                 )
