@@ -10,7 +10,8 @@ model and weights with the judge header's key/value cache shared by every prompt
 the rest of each prompt batched across questions), and OpenMP threads that wait passively
 (recast sets OMP_WAIT_POLICY=PASSIVE). The wait policy is fixed when OpenMP starts, so each
 judge runs in its own process, one after the other, on the same labelled pairs; each prints its
-agreement, and each baseline's verdicts are compared with now's pair by pair. Usage:
+agreement and the prompt tokens its LLM runs per answer (what a compute-bound CPU pays for),
+and each baseline's verdicts are compared with now's pair by pair. Usage:
 
     python benchmarks/judge_throughput.py [--pairs FILE] [--n 20] [--set evaluate.judge_mode=…]
 
@@ -31,6 +32,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recast.evaluation.judge import PointwiseJudge
+    from recast.records import PreferencePair
 
 BPO = Path("src/recast/data/samples/eval-samples/bpo_test.json")
 
@@ -41,6 +47,23 @@ class _ScoreOnly:
 
     def __init__(self, backend: object) -> None:
         self.score = backend.score  # type: ignore[attr-defined]
+
+
+def tokens_per_answer(
+    judge: PointwiseJudge, tokenizer: Any, pairs: list[PreferencePair], passes: int
+) -> float:
+    """Prompt tokens the judge LLM runs per answer it reads, counted as LocalGenerator runs
+    them: each pass's whole prompt, less the shared header where the judge shares it. On a
+    compute-bound CPU the judge's time follows this count."""
+    from recast.generator.local import _common_prefix, chat_ids
+
+    header = chat_ids(tokenizer, judge.header) if judge.share_prefix else []
+    counts = []
+    for p in pairs:
+        for answer in (p.chosen, p.rejected):
+            ids = chat_ids(tokenizer, judge.prompt(p.prompt, answer))
+            counts.append(passes * (len(ids) - _common_prefix(ids[:-1], header)))
+    return sum(counts) / len(counts)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -90,7 +113,16 @@ def worker(args: argparse.Namespace) -> None:
     out |= {"verdicts": verdicts, "mode": "pointwise" if baseline else ev.judge_mode}
     out |= {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": ev.judge_model}
     out |= {"llm_share": ev.judge_llm_share if ev.judge_mode == "ensemble" else 1.0}
+    tokenizer = getattr(backend, "tokenizer", None)  # the local backend's; http has none
+    reads = tokenizer is not None and (baseline or ev.judge_mode != "reward")
+    out["tokens_per_answer"] = (
+        tokens_per_answer(pointwise, tokenizer, pairs, 2 if filed else 1) if reads else None
+    )
     Path(args.out).write_text(json.dumps(out))
+
+
+def _tokens(n: float | None) -> str:
+    return "n/a" if n is None else f"{n:.1f}"
 
 
 def main() -> None:
@@ -133,12 +165,16 @@ def main() -> None:
     for name, r in rows.items():
         print(
             f"{name:<58} {r['n'] / r['seconds']:6.3f} pairs/s ({r['seconds']:6.1f} s)  "
-            f"agreement {100 * (r['agreement'] or 0):.0f}%  ties {100 * (r['ties'] or 0):.0f}%"
+            f"agreement {100 * (r['agreement'] or 0):.0f}%  ties {100 * (r['ties'] or 0):.0f}%  "
+            f"LLM tokens/answer {_tokens(r['tokens_per_answer'])}"
         )
     for name, base in (("filed", filed), ("today", today)):
         same = sum(a == b for a, b in zip(base["verdicts"], now["verdicts"], strict=True))
         print(f"same verdict as {name} on {same} / {now['n']} pairs")
         print(f"speed-up over {name}: {base['seconds'] / now['seconds']:.2f}x")
+        if base["tokens_per_answer"] and now["tokens_per_answer"]:
+            tokens = base["tokens_per_answer"] / now["tokens_per_answer"]
+            print(f"LLM tokens per answer, {name} / now: {tokens:.2f}x")
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ class PointwiseJudge:
     answer, which caps its cost and how much sheer length can sway it.
 
     With `share_prefix` (and a backend that takes a `prefix`, the local one), the prompt's
-    fixed header (chat template and instructions, 45 of a BPO-test prompt's 150 tokens) is run
+    fixed header (chat template and instructions, 40 of a BPO-test prompt's 150 tokens) is run
     once and every prompt's rest on its key/value cache, batched across questions. Sharing each
     question too split the batches by question and measured slower on a CPU (docs/method.md,
     "Speed"). None (the default) shares the header where the backend says it pays

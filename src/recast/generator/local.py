@@ -53,8 +53,8 @@ class LocalGenerator:
     """A frozen causal LM behind `generate` / `score`; nothing outside reaches its weights."""
 
     prefix_cache_size = 8
-    """Prompt prefixes whose key/value caches are kept (a 1.5B model's 45-token judge header
-    is about 1.3 MB in bf16): one per judge prompt in use."""
+    """Prompt prefixes whose key/value caches are kept (a 1.5B model's 40-token judge header
+    is about 1.1 MB in bf16): one per judge prompt in use."""
 
     def __init__(self, params: GeneratorParams, model: Any = None, tokenizer: Any = None) -> None:
         self.params = params
